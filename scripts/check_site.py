@@ -1,0 +1,397 @@
+#!/usr/bin/env python
+"""Browser check of the built book (``_build/html``).
+
+Serves the site from a local ``http.server`` (in a thread, on a free port) and opens every
+HTML page in headless Chromium (Debian's ``/usr/bin/chromium`` driven by the ``playwright``
+Python package). For each page it checks that
+
+1. MathJax has finished typesetting, no raw TeX is left in the visible text (outside
+   ``<pre>``/``<code>``), every ``.math`` element was rendered (holds an ``mjx-container``)
+   and MathJax reported no TeX error;
+2. every ``<img>`` has loaded (``complete && naturalWidth > 0``);
+3. every same-origin link resolves to an existing file (HTTP 200), and its ``#fragment``,
+   if any, names an element id of the target page;
+4. no request left localhost (external requests are recorded and aborted), no local
+   resource failed to load (HTTP >= 400) and no uncaught JavaScript error occurred.
+
+It saves full-page screenshots of the intro and up to three more pages. Usage::
+
+    python scripts/check_site.py [_build/html] [--screenshots _build/screenshots]
+
+Prints a summary and exits 1 listing every failure. ``check_site(html_dir)`` returns the
+list of failures for use from tests.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import re
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+# folders of the built site that hold assets or sources, not pages
+NON_PAGE_DIRS = {"_static", "_sources", "_images", "_downloads"}
+
+# Raw TeX that MathJax should have consumed.
+RAW_TEX_PATTERNS = [
+    (re.compile(r"\$\$"), "$$"),
+    (re.compile(r"\\\(|\\\)"), r"\( or \)"),
+    (re.compile(r"\\\[|\\\]"), r"\[ or \]"),
+    (re.compile(r"\\(begin|end)\{"), r"\begin{ / \end{"),
+    (
+        re.compile(
+            r"\\(frac|dfrac|sum|prod|int|lim|sqrt|alpha|beta|gamma|delta|Delta|kappa|lambda|"
+            r"sigma|theta|mathbb|mathrm|mathcal|mathbf|operatorname|left|right|cdot|times|"
+            r"infty|lVert|rVert|langle|rangle|le|ge|leq|geq|in|to|partial|nabla|hat|bar|"
+            r"tilde|text)(?![A-Za-z])"
+        ),
+        "TeX command",
+    ),
+    # $...$ holding TeX-looking content (^, _ or a backslash)
+    (re.compile(r"\$[^\s$][^$\n]{0,200}?[\^_\\][^$\n]{0,200}?\$"), "$...$"),
+]
+
+JS_WAIT_MATHJAX = """
+() => {
+  const mj = window.MathJax;
+  if (!mj) return true;                      // no MathJax on this page
+  return !!(mj.startup && mj.startup.promise);
+}
+"""
+
+JS_MATHJAX_DONE = """
+async () => {
+  const mj = window.MathJax;
+  if (!mj || !mj.startup || !mj.startup.promise) return false;
+  await mj.startup.promise;
+  return true;
+}
+"""
+
+JS_PAGE_FACTS = r"""
+() => {
+  // visible text outside code, scripts and rendered math
+  const clone = document.body.cloneNode(true);
+  clone.querySelectorAll(
+    'pre, code, script, style, noscript, template, textarea, kbd, samp, mjx-container, .MathJax'
+  ).forEach(e => e.remove());
+  const text = clone.textContent;
+
+  const math = Array.from(document.querySelectorAll('.math'));
+  const unrendered = math
+    .filter(e => !e.querySelector('mjx-container') && !e.closest('pre, code'))
+    .map(e => e.textContent.trim().slice(0, 80));
+  const texErrors = Array.from(document.querySelectorAll('mjx-merror, [data-mjx-error]'))
+    .map(e => (e.getAttribute('data-mjx-error') || e.textContent || '').slice(0, 80));
+
+  const images = Array.from(document.images).map(img => ({
+    src: img.currentSrc || img.src || img.getAttribute('src') || '',
+    ok: img.complete && img.naturalWidth > 0,
+  }));
+
+  const links = Array.from(document.querySelectorAll('a[href]')).map(a => ({
+    raw: a.getAttribute('href'),
+    href: a.href,
+  }));
+  const ids = Array.from(document.querySelectorAll('[id], a[name]'))
+    .map(e => e.id || e.getAttribute('name'));
+  return {text, mathCount: math.length, unrendered, texErrors, images, links, ids,
+          hasMathJax: !!window.MathJax};
+}
+"""
+
+JS_IMAGES_SETTLED = """
+() => Array.from(document.images).every(img => img.complete)
+"""
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 (http.server's signature)
+        pass
+
+
+class _Server:
+    """``http.server`` on 127.0.0.1 and a free port, serving ``root`` in a thread."""
+
+    def __init__(self, root: Path):
+        handler = functools.partial(_QuietHandler, directory=str(root))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.port = self.httpd.server_address[1]
+        self.base = f"http://127.0.0.1:{self.port}/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _pages(root: Path) -> list[Path]:
+    pages = []
+    for p in sorted(root.rglob("*.html")):
+        rel = p.relative_to(root)
+        if rel.parts[0] in NON_PAGE_DIRS:
+            continue
+        pages.append(rel)
+    return pages
+
+
+def _redirect_target(html: str) -> str | None:
+    m = re.search(
+        r"<meta\s+http-equiv=[\"']refresh[\"']\s+content=[\"']\d+;\s*url=([^\"']+)[\"']",
+        html,
+        re.IGNORECASE,
+    )
+    return m.group(1) if m else None
+
+
+def _raw_tex(text: str) -> list[str]:
+    found = []
+    for pattern, name in RAW_TEX_PATTERNS:
+        for m in pattern.finditer(text):
+            a, b = max(0, m.start() - 30), min(len(text), m.end() + 30)
+            snippet = " ".join(text[a:b].split())
+            found.append(f"{name} in '...{snippet}...'")
+            if len(found) >= 5:
+                return found
+    return found
+
+
+class _LinkChecker:
+    """Resolves same-origin URLs against the local server, with a cache."""
+
+    def __init__(self, base: str):
+        self.base = base
+        self.status: dict[str, int] = {}
+        self.ids: dict[str, set[str]] = {}
+
+    def fetch(self, url: str) -> int:
+        if url not in self.status:
+            try:
+                with urllib.request.urlopen(url, timeout=10) as r:
+                    self.status[url] = r.status
+                    body = r.read()
+                    if "html" in (r.headers.get("Content-Type") or ""):
+                        html = body.decode("utf-8", "replace")
+                        self.ids[url] = set(
+                            re.findall(r"\b(?:id|name)=[\"']([^\"']+)[\"']", html)
+                        )
+            except urllib.error.HTTPError as e:
+                self.status[url] = e.code
+            except (urllib.error.URLError, OSError):
+                self.status[url] = 0
+        return self.status[url]
+
+
+def check_site(
+    html_dir: str | Path,
+    screenshot_dir: str | Path | None = None,
+    n_screenshots: int = 4,
+    timeout_ms: int = 30_000,
+    log=print,
+) -> list[str]:
+    """Check the built site in ``html_dir``; return the list of failures (empty: passed)."""
+    from playwright.sync_api import Error as PlaywrightError
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+
+    root = Path(html_dir).resolve()
+    if not root.is_dir():
+        return [f"{root}: no such directory"]
+    pages = _pages(root)
+    if not pages:
+        return [f"{root}: no HTML pages"]
+
+    failures: list[str] = []
+    if screenshot_dir is not None:
+        screenshot_dir = Path(screenshot_dir)
+        screenshot_dir.mkdir(parents=True, exist_ok=True)
+
+    # pages to screenshot: the intro (or the first page), then pages with math or figures
+    def _score(rel: Path) -> tuple:
+        html = (root / rel).read_text("utf-8", "replace")
+        is_intro = rel.stem in ("intro", "index") and _redirect_target(html) is None
+        rich = ('class="math' in html) + ("<img" in html)
+        return (not is_intro, -rich, str(rel))
+
+    shoot = set()
+    if screenshot_dir is not None and n_screenshots > 0:
+        candidates = [
+            p for p in pages
+            if _redirect_target((root / p).read_text("utf-8", "replace")) is None
+            and p.name not in ("search.html", "genindex.html")
+        ]
+        shoot = set(sorted(candidates, key=_score)[:n_screenshots])
+
+    with _Server(root) as server, sync_playwright() as pw:
+        links = _LinkChecker(server.base)
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        external: list[str] = []
+
+        def _route(route):
+            host = urllib.parse.urlsplit(route.request.url).hostname or ""
+            scheme = urllib.parse.urlsplit(route.request.url).scheme
+            if scheme in ("data", "blob", "about") or host in LOCAL_HOSTS:
+                route.continue_()
+            else:
+                external.append(route.request.url)
+                route.abort()
+
+        context.route("**/*", _route)
+
+        t0 = time.time()
+        for rel in pages:
+            url = server.base + rel.as_posix()
+            name = rel.as_posix()
+            html = (root / rel).read_text("utf-8", "replace")
+            target = _redirect_target(html)
+            if target is not None:  # e.g. index.html -> book/intro.html
+                dest = urllib.parse.urljoin(url, target).split("#")[0]
+                if links.fetch(dest) != 200:
+                    failures.append(f"{name}: redirect target {target} does not exist")
+                continue
+
+            page = context.new_page()
+            page_failures: list[str] = []
+            requests: list[str] = []
+            page.on("request", lambda r: requests.append(r.url))
+            page.on(
+                "pageerror",
+                lambda e: page_failures.append(f"{name}: JavaScript error: {e}"),
+            )
+
+            def _on_response(resp, _pf=page_failures, _name=name):
+                u = urllib.parse.urlsplit(resp.url)
+                if (u.hostname or "") in LOCAL_HOSTS and resp.status >= 400 \
+                        and not u.path.endswith("/favicon.ico"):
+                    _pf.append(f"{_name}: local resource {u.path} answered HTTP {resp.status}")
+
+            page.on("response", _on_response)
+            n_external_before = len(external)
+            try:
+                page.goto(url, wait_until="load", timeout=timeout_ms)
+                # (i) MathJax: wait until it has started, then until it has typeset
+                try:
+                    page.wait_for_function(JS_WAIT_MATHJAX, timeout=timeout_ms)
+                    page.evaluate(JS_MATHJAX_DONE)
+                except PlaywrightTimeout:
+                    page_failures.append(f"{name}: MathJax did not start within {timeout_ms} ms")
+                # lazy images: load them all, then wait for them to settle
+                page.evaluate(
+                    "() => document.querySelectorAll('img[loading=lazy]')"
+                    ".forEach(i => i.loading = 'eager')"
+                )
+                try:
+                    page.wait_for_function(JS_IMAGES_SETTLED, timeout=timeout_ms)
+                except PlaywrightTimeout:
+                    pass  # reported below as not loaded
+                facts = page.evaluate(JS_PAGE_FACTS)
+            except PlaywrightError as e:
+                failures.append(f"{name}: could not be loaded in the browser: {e}")
+                page.close()
+                continue
+
+            for hit in _raw_tex(facts["text"]):
+                page_failures.append(f"{name}: raw TeX in the visible text: {hit}")
+            for tex in facts["unrendered"]:
+                page_failures.append(f"{name}: .math element not rendered by MathJax: {tex!r}")
+            for err in facts["texErrors"]:
+                page_failures.append(f"{name}: MathJax TeX error: {err!r}")
+            if facts["mathCount"] and not facts["hasMathJax"]:
+                page_failures.append(f"{name}: page has math but loads no MathJax")
+
+            # (ii) images
+            for img in facts["images"]:
+                if not img["ok"]:
+                    page_failures.append(f"{name}: image did not load: {img['src']}")
+
+            # (iii) internal links
+            page_ids = set(facts["ids"])
+            for link in facts["links"]:
+                href = link["href"]
+                parts = urllib.parse.urlsplit(href)
+                if parts.scheme not in ("http", "https"):
+                    continue  # mailto:, javascript:, ...
+                if (parts.hostname or "") not in LOCAL_HOSTS:
+                    continue  # plain external hyperlink: allowed, not followed
+                raw = link["raw"] or ""
+                doc = urllib.parse.urlunsplit(parts._replace(fragment=""))
+                frag = urllib.parse.unquote(parts.fragment)
+                if raw.startswith("#"):
+                    if frag and frag not in page_ids:
+                        page_failures.append(f"{name}: link {raw} names no element on the page")
+                    continue
+                status = links.fetch(doc)
+                if status != 200:
+                    page_failures.append(
+                        f"{name}: broken internal link {raw} (HTTP {status or 'error'})"
+                    )
+                elif frag and doc in links.ids and frag not in links.ids[doc]:
+                    page_failures.append(f"{name}: link {raw}: no element with id {frag!r}")
+
+            # (iv) external requests
+            for ext in external[n_external_before:]:
+                page_failures.append(f"{name}: request to an external host: {ext}")
+
+            if rel in shoot:
+                out = screenshot_dir / (name.replace("/", "_").removesuffix(".html") + ".png")
+                page.screenshot(path=str(out), full_page=True)
+                log(f"screenshot {out}")
+            page.close()
+            log(
+                f"{'FAIL' if page_failures else 'ok  '} {name}: {facts['mathCount']} math, "
+                f"{len(facts['images'])} img, {len(facts['links'])} links, "
+                f"{len(requests)} requests"
+            )
+            failures.extend(page_failures)
+
+        context.close()
+        browser.close()
+    log(f"checked {len(pages)} pages in {time.time() - t0:.1f} s")
+    return failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("html_dir", nargs="?", default="_build/html")
+    parser.add_argument(
+        "--screenshots",
+        default=None,
+        help="folder for the screenshots (default: <html_dir>/../screenshots)",
+    )
+    parser.add_argument("-n", "--n-screenshots", type=int, default=4)
+    args = parser.parse_args(argv)
+    html_dir = Path(args.html_dir)
+    shots = Path(args.screenshots) if args.screenshots else html_dir.resolve().parent / "screenshots"
+    failures = check_site(html_dir, screenshot_dir=shots, n_screenshots=args.n_screenshots)
+    if failures:
+        print(f"\n{len(failures)} failure(s):")
+        for f in failures:
+            print(f"  - {f}")
+        return 1
+    print("site check passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
