@@ -5,8 +5,9 @@ Three modes turn logits ``alpha`` (shape ``(..., k)``, one row per edge) into op
 * ``"gumbel"``: ``gamma ~ GumbelSoftmax(alpha, t)``, i.e. ``softmax((alpha + g) / t)``
   with ``g`` i.i.d. standard Gumbel, drawn with torch's own
   :class:`torch.distributions.RelaxedOneHotCategorical` (reparameterised, as in the
-  authors' code).  ``per_image=True`` draws one sample per image and edge (authors'
-  code); ``False`` one per batch and edge (the text).
+  authors' code).  Drawing one sample per image and edge (authors' code) or one per
+  batch and edge (the text) is the caller's ``sample_shape`` (see
+  :meth:`hypernas.model.HyperSupernet.gamma`, option ``per_image``).
 * ``"softmax"``: the deterministic ``softmax(alpha / t)``.
 * ``"discrete"``: the one-hot argmax, the derived architecture.
 

@@ -1,0 +1,100 @@
+"""One experiment end to end: train (or resume), derive A-D, evaluate, write results.
+
+    results/<profile>/<experiment>-<preset>-seed<N>.json     the results file
+    results/<profile>/<experiment>-<preset>-seed<N>/          the run folder
+        checkpoint.pt, log.jsonl, model.pt
+
+The results file is written atomically, and only after everything succeeded.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .data import load
+from .derived import evaluate
+from .presets import config, run_name
+from .train import Trainer, epoch_temperature, pick_device, read_log
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def results_path(cfg, root=None) -> Path:
+    root = Path(root) if root else ROOT / "results"
+    return root / cfg["profile"] / f"{run_name(cfg)}.json"
+
+
+def run(cfg=None, results_root=None, data_dir=None, device=None, stop_after_steps=None, **kw):
+    """Run the experiment of ``cfg`` (or ``config(**kw)``) and return its results dict.
+
+    Returns None when ``stop_after_steps`` stopped training early (checkpoint saved)."""
+    cfg = cfg or config(**kw)
+    if data_dir is not None:
+        cfg["data_dir"] = data_dir
+    if device is not None:
+        cfg["device"] = device
+    out = results_path(cfg, results_root)
+    run_dir = out.with_suffix("")
+    dev = pick_device(cfg["device"])
+    splits = load(cfg["dataset"], cfg["data_dir"])
+    trainer = Trainer(cfg, splits, run_dir, dev)
+    trainer.fit(stop_after_steps=stop_after_steps)
+    if not trainer.done:
+        return None
+    model = trainer.model.eval()
+    t_final = epoch_temperature(cfg, cfg["epochs"] - 1)
+    archs = {}
+    for name, s in cfg["complexities"].items():
+        archs[name] = evaluate(model, splits, torch.tensor(s), cfg, dev, t_final)
+    log = read_log(run_dir)
+    epochs = [r for r in log if r["event"] == "epoch"]
+    steps = [r for r in log if r["event"] == "step"]
+    results = dict(
+        config=cfg,
+        provenance=dict(profile=cfg["profile"], preset=cfg["preset"], seed=cfg["seed"],
+                        epochs=cfg["epochs"], train_images=trainer.n_train,
+                        device=device_name(dev), commit=git_commit(), hypernas=__version__,
+                        torch=torch.__version__, train_wall_s=round(trainer.elapsed, 1),
+                        data_source=splits.source,
+                        finished=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())),
+        training=dict(final_temperature=t_final,
+                      val_acc_soft_uniform=[r["val_acc_soft_uniform"] for r in epochs],
+                      final_train_loss=steps[-1]["loss"] if steps else None,
+                      final_train_acc=steps[-1]["train_acc"] if steps else None,
+                      median_img_per_s=_median([r["img_per_s"] for r in steps if r.get("img_per_s")])),
+        architectures=archs,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    os.replace(tmp, out)
+    return results
+
+
+def _median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if xs else None

@@ -1,0 +1,145 @@
+"""Configuration as plain data: presets, experiments, profiles.
+
+A run's configuration is one flat dict, built by :func:`config` from
+
+* a **preset**: how the method is implemented. ``authors_code`` follows the thesis
+  author's public code (intsystems/Firsov_KOT_DARTS); ``thesis_text`` follows the text.
+  Every difference between the two is a named option (:data:`DIFFERENCES`);
+* an **experiment** (exp1-exp3 of the thesis): data set, op set, epochs, and the four
+  complexity vectors A-D in the thesis's op order;
+* a **profile**: how much of it to run (``smoke`` for tests, ``quick`` for the default
+  book build, ``paper`` for the thesis's scale);
+* explicit overrides (``epochs``, ``kappa``, ``width``, any other key).
+"""
+from __future__ import annotations
+
+#: op of each role under each preset; the thesis orders ops (pool, ident, conv) for 3
+#: ops and (pool1, pool2, ident, conv1, conv2) for 5
+OP_SETS = {
+    "authors_code": {
+        3: ("avg_pool_3x3", "skip_connect", "sep_conv_3x3"),
+        5: ("max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5"),
+    },
+    "thesis_text": {
+        3: ("max_pool_3x3", "identity", "conv_3x3"),
+        5: ("max_pool_3x3", "avg_pool_3x3", "identity", "conv_3x3", "conv_5x5"),
+    },
+}
+
+PRESETS = {
+    "authors_code": dict(
+        per_image=True,            # one Gumbel sample per image and edge
+        rbf_sign=1.0,              # w_r = softmax(+||s - s_ref||^2)
+        n_reference=5,
+        learn_points=True,
+        reference_init="randn",
+        classifier_from_s=True,    # classifier weights interpolated from s too
+        cost_weights="softmax",    # Cost(softmax(alpha); s)
+        kappa=50.0,
+        batch_size=64,
+        optimizer="sgd+adam",
+        w_lr=0.025, w_momentum=0.9, w_weight_decay=3e-4, w_lr_min=1e-3, grad_clip=5.0,
+        h_lr=1e-3, h_betas=(0.5, 0.999), h_weight_decay=1e-3,
+        temperature_schedule="step",  # t = 1.0 - 0.08 * epoch ...
+        temperature_floor=0.2,        # ... never below this (the code has no floor)
+    ),
+    "thesis_text": dict(
+        per_image=False,           # one Gumbel sample per batch and edge
+        rbf_sign=-1.0,             # w_r = softmax(-||s - s_ref||^2)
+        n_reference=None,          # k + 1: the simplex's vertices and barycentre
+        learn_points=False,
+        reference_init="simplex",
+        classifier_from_s=False,   # one fully connected layer
+        cost_weights="softmax_t",  # Cost(softmax(alpha / t); s)
+        kappa=50.0,                # not given in the text; the code's value
+        batch_size=64,             # not given in the text; the code's value
+        optimizer="adam",          # Adam for weights and hypernetwork
+        w_lr=1e-3, w_momentum=None, w_weight_decay=0.0, w_lr_min=None, grad_clip=None,
+        h_lr=1e-3, h_betas=(0.9, 0.999), h_weight_decay=0.0,
+        temperature_schedule="linear",  # 1.0 -> 0.2 over the epochs
+        temperature_floor=0.2,
+    ),
+}
+
+#: (aspect, option, thesis text, authors' code) for the reproduction notes
+DIFFERENCES = [
+    ("convolution op", "ops", "conv_3x3 / conv_5x5 (ReLU-Conv-BN)", "sep_conv_3x3 / sep_conv_5x5"),
+    ("pooling op in exp 1 and 3", "ops", "max_pool_3x3", "avg_pool_3x3 (count_include_pad=False)"),
+    ("Gumbel sample", "per_image", "one per batch and edge", "one per image and edge"),
+    ("hypernetwork distance sign", "rbf_sign", "softmax(-||s - s_ref||^2)", "softmax(+||s - s_ref||^2)"),
+    ("reference points", "n_reference, learn_points, reference_init",
+     "fixed (not given; we use the k vertices + barycentre)", "5, learned, randn init"),
+    ("classifier", "classifier_from_s", "one linear layer", "linear layer interpolated from s"),
+    ("cost weights", "cost_weights", "softmax(alpha / t)", "softmax(alpha)"),
+    ("kappa, batch", "kappa, batch_size", "not given (we use 50, 64)", "50, 64"),
+    ("optimiser", "optimizer, w_*, h_*", "Adam for all (lr not given; we use 1e-3)",
+     "SGD 0.025 momentum 0.9 wd 3e-4 cosine to 1e-3, clip 5; Adam 1e-3 (0.5, 0.999) wd 1e-3"),
+    ("temperature", "temperature_schedule, temperature_floor", "linear 1.0 -> 0.2",
+     "1.0 - 0.08 epoch (we floor it at 0.2)"),
+]
+
+_A3 = {"A": (0.33, 0.33, 0.33), "B": (0.15, 0.15, 0.70),
+       "C": (0.70, 0.15, 0.15), "D": (0.15, 0.70, 0.15)}
+_A5 = {"A": (0.2, 0.2, 0.2, 0.2, 0.2), "B": (0.077, 0.077, 0.077, 0.38, 0.38),
+       "C": (0.38, 0.38, 0.077, 0.077, 0.077), "D": (0.11, 0.11, 0.55, 0.11, 0.11)}
+
+EXPERIMENTS = {
+    "exp1": dict(dataset="fashion_mnist", n_ops=3, epochs=10, complexities=_A3),
+    "exp2": dict(dataset="fashion_mnist", n_ops=5, epochs=20, complexities=_A5),
+    "exp3": dict(dataset="cifar10", n_ops=3, epochs=50, complexities=_A3),
+}
+#: what each architecture's s penalises, in the thesis's words
+LABELS = {"A": "uniform penalty", "B": "convolutions penalised",
+          "C": "pooling penalised", "D": "identity penalised"}
+
+#: ``None`` = everything / the experiment's own value
+PROFILES = {
+    "smoke": dict(train_images=256, val_images=128, test_images=512, bn_images=256, epochs=1,
+                  checkpoint_every=4, latency_repeats=3),
+    "quick": dict(train_images=2560, val_images=1000, test_images=2000, bn_images=1000,
+                  epochs=2, checkpoint_every=20, latency_repeats=10),
+    "paper": dict(train_images=None, val_images=None, test_images=None, bn_images=2000,
+                  epochs=None, checkpoint_every=100, latency_repeats=30),
+}
+
+#: fields that do not change what training computes (where it runs, or only how the
+#: trained model is evaluated); a checkpoint may be resumed under other values of them
+RUNTIME_FIELDS = {"device", "data_dir", "checkpoint_every", "progress",
+                  "complexities", "test_images", "bn_images", "latency_repeats"}
+
+
+def config(experiment="exp1", preset="authors_code", profile="smoke", seed=0, **overrides):
+    """The flat configuration dict of one run."""
+    for name, table in (("experiment", EXPERIMENTS), ("preset", PRESETS), ("profile", PROFILES)):
+        value = locals()[name]
+        if value not in table:
+            raise ValueError(f"unknown {name} {value!r}; choose one of {sorted(table)}")
+    exp, pre, prof = EXPERIMENTS[experiment], PRESETS[preset], PROFILES[profile]
+    k = exp["n_ops"]
+    cfg = dict(experiment=experiment, preset=preset, profile=profile, seed=int(seed),
+               dataset=exp["dataset"], ops=list(OP_SETS[preset][k]),
+               complexities={a: normalized(v) for a, v in exp["complexities"].items()},
+               width=16, n_cells=3, n_nodes=4, augment=("affine_vflip" if exp["dataset"] == "fashion_mnist" else "crop_hflip"),
+               log_every=20, device="auto", data_dir=None, progress=True)
+    cfg.update(pre)
+    cfg.update({key: v for key, v in prof.items()})
+    cfg["epochs"] = exp["epochs"] if prof["epochs"] is None else prof["epochs"]
+    if cfg["n_reference"] is None:
+        cfg["n_reference"] = k + 1
+    unknown = set(overrides) - set(cfg)
+    if unknown:
+        raise ValueError(f"unknown config key(s) {sorted(unknown)}; known: {sorted(cfg)}")
+    cfg.update({key: v for key, v in overrides.items() if v is not None})
+    cfg["h_betas"] = list(cfg["h_betas"])
+    return cfg
+
+
+def normalized(s) -> list:
+    """The published vectors are rounded (``(0.33, 0.33, 0.33)`` sums to 0.99); we feed
+    them divided by their sum, which keeps their ratios."""
+    total = sum(s)
+    return [round(v / total, 6) for v in s]
+
+
+def run_name(cfg) -> str:
+    return f"{cfg['experiment']}-{cfg['preset']}-seed{cfg['seed']}"

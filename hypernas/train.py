@@ -1,0 +1,282 @@
+"""Single-level training of supernet weights ``w`` and hypernetwork ``a``, resumable.
+
+Each step: draw ``s ~ Uniform(simplex)`` for the batch, compute ``alpha(s)``, sample op
+weights ``gamma ~ GS(alpha(s), t)``, and minimise
+
+    CE(supernet(x; gamma), y) + kappa * Cost(gamma_bar(s); s)
+
+with both optimisers on the same batch (authors' code) or one Adam (text).
+
+A run lives in a folder: ``checkpoint.pt`` (model, hypernetwork, optimisers,
+schedulers, every RNG state, the position in the epoch), ``log.jsonl`` (metrics) and,
+when done, ``model.pt`` (weights only).  Running again in the same folder resumes from
+the checkpoint; on CPU the resumed run is bit-identical to an uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .complexity import sample_simplex
+from .cost import cost
+from .data import augment
+from .model import HyperSupernet
+from .presets import RUNTIME_FIELDS
+from .relax import temperature
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def build_model(cfg, in_channels, n_classes=10) -> HyperSupernet:
+    return HyperSupernet(cfg["ops"], cfg["width"], cfg["n_cells"], cfg["n_nodes"], in_channels,
+                         n_classes, cfg["n_reference"], cfg["learn_points"], cfg["rbf_sign"],
+                         cfg["reference_init"], cfg["classifier_from_s"], cfg["per_image"])
+
+
+def build_optimizers(model, cfg):
+    if cfg["optimizer"] == "sgd+adam":
+        w_opt = torch.optim.SGD(model.weights(), cfg["w_lr"], momentum=cfg["w_momentum"],
+                                weight_decay=cfg["w_weight_decay"])
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, cfg["epochs"], eta_min=cfg["w_lr_min"])
+    elif cfg["optimizer"] == "adam":
+        w_opt = torch.optim.Adam(model.weights(), cfg["w_lr"], weight_decay=cfg["w_weight_decay"])
+        sched = None
+    else:
+        raise ValueError(f"unknown optimizer {cfg['optimizer']!r}; choose 'sgd+adam' or 'adam'")
+    h_opt = torch.optim.Adam(model.hypernet_parameters(), cfg["h_lr"], betas=tuple(cfg["h_betas"]),
+                             weight_decay=cfg["h_weight_decay"])
+    return w_opt, h_opt, sched
+
+
+def epoch_temperature(cfg, epoch):
+    return temperature(epoch, cfg["epochs"], cfg["temperature_schedule"],
+                       floor=cfg["temperature_floor"])
+
+
+def _atomic_save(obj, path: Path):
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def config_mismatch(saved: dict, cfg: dict) -> list:
+    """Fields (other than runtime ones) in which two configurations differ."""
+    keys = (set(saved) | set(cfg)) - RUNTIME_FIELDS
+    return sorted(f"{k}: checkpoint {saved.get(k)!r} != now {cfg.get(k)!r}"
+                  for k in keys if saved.get(k) != cfg.get(k))
+
+
+class Trainer:
+    """Train one configuration on in-memory ``splits`` in folder ``run_dir``."""
+
+    def __init__(self, cfg, splits, run_dir, device="auto"):
+        self.cfg, self.splits = cfg, splits
+        self.run_dir = Path(run_dir)
+        self.device = pick_device(device)
+        torch.manual_seed(cfg["seed"])
+        self.model = build_model(cfg, splits.x_train.shape[1]).to(self.device)
+        self.model = self.model.to(memory_format=torch.channels_last)
+        self.w_opt, self.h_opt, self.sched = build_optimizers(self.model, cfg)
+        self.k = len(cfg["ops"])
+        n = len(splits.x_train) if cfg["train_images"] is None else min(cfg["train_images"], len(splits.x_train))
+        self.n_train = n
+        self.steps_per_epoch = n // cfg["batch_size"]  # drop the last partial batch
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{n} training images make no batch of {cfg['batch_size']}")
+        self.epoch, self.step, self.global_step, self.elapsed = 0, 0, 0, 0.0
+        self.data_gen = torch.Generator().manual_seed(cfg["seed"] + 1)
+        self.perm = None
+        self.log_lines = 0
+        self.done = False
+        self._data_on_device = None
+
+    # -- state -------------------------------------------------------------------------
+    def state(self):
+        return dict(cfg=self.cfg, model=self.model.state_dict(), w_opt=self.w_opt.state_dict(),
+                    h_opt=self.h_opt.state_dict(),
+                    sched=self.sched.state_dict() if self.sched else None,
+                    epoch=self.epoch, step=self.step, global_step=self.global_step,
+                    elapsed=self.elapsed, perm=self.perm, log_lines=self.log_lines, done=self.done,
+                    rng=dict(torch=torch.get_rng_state(), data=self.data_gen.get_state(),
+                             cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None))
+
+    def save(self):
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_save(self.state(), self.run_dir / "checkpoint.pt")
+
+    def load(self, path):
+        st = torch.load(path, map_location=self.device, weights_only=False)
+        diff = config_mismatch(st["cfg"], self.cfg)
+        if diff:
+            raise ValueError(f"checkpoint {path} was written by another configuration; "
+                             "differing fields:\n  " + "\n  ".join(diff)
+                             + "\nuse another run folder, or delete the checkpoint to start over")
+        self.model.load_state_dict(st["model"])
+        self.w_opt.load_state_dict(st["w_opt"]); self.h_opt.load_state_dict(st["h_opt"])
+        if self.sched:
+            self.sched.load_state_dict(st["sched"])
+        for key in ("epoch", "step", "global_step", "elapsed", "perm", "log_lines", "done"):
+            setattr(self, key, st[key])
+        torch.set_rng_state(st["rng"]["torch"])
+        self.data_gen.set_state(st["rng"]["data"])
+        if st["rng"]["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(st["rng"]["cuda"])
+        self._truncate_log()
+
+    def _truncate_log(self):
+        """Drop log lines written after the checkpoint (they will be written again)."""
+        log = self.run_dir / "log.jsonl"
+        if log.exists():
+            lines = log.read_text().splitlines(keepends=True)[: self.log_lines]
+            tmp = log.with_name("log.jsonl.tmp")
+            tmp.write_text("".join(lines))
+            os.replace(tmp, log)
+
+    def log(self, **record):
+        record = {"time": round(self.elapsed, 3), **record}
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        self.log_lines += 1
+
+    # -- data --------------------------------------------------------------------------
+    def batch(self, idx):
+        x = self.splits.x_train[idx]
+        y = self.splits.y_train[idx]
+        x = self.splits.normalize(x)
+        x = augment(x, self.cfg["augment"], self.data_gen)
+        x = x.to(self.device).contiguous(memory_format=torch.channels_last)
+        return x, y.to(self.device)
+
+    # -- training ----------------------------------------------------------------------
+    def train_step(self, x, y, t):
+        cfg, model = self.cfg, self.model
+        s = sample_simplex(self.k).to(self.device)
+        alpha = model.alpha(s)
+        logits = model.run(x, s, alpha, t, "gumbel")
+        task = F.cross_entropy(logits, y)
+        c = cost(alpha, s, model.net.cell_counts, t, cfg["cost_weights"])
+        loss = task + cfg["kappa"] * c
+        self.w_opt.zero_grad(set_to_none=True)
+        self.h_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_(list(model.weights()), cfg["grad_clip"])
+        self.w_opt.step()
+        self.h_opt.step()
+        acc = (logits.argmax(1) == y).float().mean()
+        return loss.detach(), task.detach(), c.detach(), acc
+
+    @torch.no_grad()
+    def validate(self, t):
+        cfg, model = self.cfg, self.model
+        n = len(self.splits.x_val) if cfg["val_images"] is None else min(cfg["val_images"], len(self.splits.x_val))
+        s = torch.full((self.k,), 1.0 / self.k, device=self.device)
+        model.eval()
+        correct = 0
+        for i in range(0, n, 500):
+            x = self.splits.normalize(self.splits.x_val[i:min(i + 500, n)]).to(self.device)
+            x = x.contiguous(memory_format=torch.channels_last)
+            y = self.splits.y_val[i:min(i + 500, n)].to(self.device)
+            correct += (model(x, s, t, "softmax").argmax(1) == y).sum().item()
+        model.train()
+        return correct / n
+
+    def fit(self, stop_after_steps=None, progress=None):
+        """Train to the end (or for ``stop_after_steps`` more steps, for tests and
+        time-boxed sessions), checkpointing every ``checkpoint_every`` steps."""
+        ckpt = self.run_dir / "checkpoint.pt"
+        if ckpt.exists():
+            self.load(ckpt)
+        if self.done:
+            return self
+        cfg = self.cfg
+        progress = cfg["progress"] if progress is None else progress
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=cfg["epochs"] * self.steps_per_epoch, initial=self.global_step,
+                       file=sys.stderr, mininterval=15, ascii=True, dynamic_ncols=False, ncols=100,
+                       desc=f"{cfg['experiment']} {cfg['preset']}")
+        self.model.train()
+        taken = 0
+        window = dict(loss=0.0, task=0.0, cost=0.0, acc=0.0, n=0, t0=time.perf_counter())
+        while self.epoch < cfg["epochs"]:
+            t = epoch_temperature(cfg, self.epoch)
+            if self.perm is None:
+                self.perm = torch.randperm(len(self.splits.x_train), generator=self.data_gen)[: self.n_train]
+            while self.step < self.steps_per_epoch:
+                if stop_after_steps is not None and taken >= stop_after_steps:
+                    self.save()
+                    if bar:
+                        bar.close()
+                    return self
+                t0 = time.perf_counter()
+                b = cfg["batch_size"]
+                x, y = self.batch(self.perm[self.step * b:(self.step + 1) * b])
+                loss, task, c, acc = self.train_step(x, y, t)
+                self.step += 1; self.global_step += 1; taken += 1
+                dt = time.perf_counter() - t0
+                self.elapsed += dt
+                for key, v in (("loss", loss), ("task", task), ("cost", c), ("acc", acc)):
+                    window[key] += float(v)
+                window["n"] += 1
+                if bar:
+                    bar.update(1)
+                if self.global_step % cfg["log_every"] == 0 or self.step == self.steps_per_epoch:
+                    n = window["n"]
+                    wall = time.perf_counter() - window["t0"]
+                    self.log(event="step", epoch=self.epoch, step=self.step, global_step=self.global_step,
+                             temperature=t, loss=window["loss"] / n, task=window["task"] / n,
+                             cost=window["cost"] / n, train_acc=window["acc"] / n,
+                             img_per_s=n * b / wall if wall > 0 else None)
+                    window = dict(loss=0.0, task=0.0, cost=0.0, acc=0.0, n=0, t0=time.perf_counter())
+                if self.step < self.steps_per_epoch and self.global_step % cfg["checkpoint_every"] == 0:
+                    self.save()
+            # end of epoch
+            t0 = time.perf_counter()
+            val_acc = self.validate(t)
+            self.elapsed += time.perf_counter() - t0
+            lr = self.w_opt.param_groups[0]["lr"]
+            if self.sched:
+                self.sched.step()
+            self.log(event="epoch", epoch=self.epoch, temperature=t, val_acc_soft_uniform=val_acc, w_lr=lr,
+                     global_step=self.global_step)
+            self.epoch += 1
+            self.step = 0
+            self.perm = None
+            self.save()
+        self.done = True
+        self.save()
+        _atomic_save(dict(cfg=cfg, model=self.model.state_dict()), self.run_dir / "model.pt")
+        if bar:
+            bar.close()
+        return self
+
+
+def read_log(run_dir):
+    path = Path(run_dir) / "log.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def load_model(path, device="cpu") -> HyperSupernet:
+    """A trained :class:`HyperSupernet` from ``model.pt`` or ``checkpoint.pt``."""
+    st = torch.load(path, map_location=device, weights_only=False)
+    cfg = st["cfg"]
+    from .data import DATASETS
+    model = build_model(cfg, DATASETS[cfg["dataset"]]["channels"])
+    model.load_state_dict(st["model"])
+    model.cfg = cfg
+    return model.to(device).eval()
