@@ -93,7 +93,9 @@ class HyperSupernet(nn.Module):
     def run(self, x, s, alpha, temperature=1.0, mode="gumbel"):
         """Forward with precomputed ``alpha = self.alpha(s)`` (training uses it twice)."""
         gamma = self.gamma(alpha, temperature, mode, x.shape[0])
-        h = self.net(x, gamma, skip_zero=(mode == "discrete"))
+        # in eval mode a discrete architecture skips the ops it does not use (in train
+        # mode they still run, so every BatchNorm's running statistics stay updated)
+        h = self.net(x, gamma, skip_zero=(mode == "discrete" and not self.training))
         w_ref = self.hypernet.interpolation_weights(s) if self.classifier.n_reference else None
         return self.classifier(h, w_ref)
 

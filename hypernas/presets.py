@@ -72,7 +72,7 @@ DIFFERENCES = [
     ("classifier", "classifier_from_s", "one linear layer", "linear layer interpolated from s"),
     ("cost weights", "cost_weights", "softmax(alpha / t)", "softmax(alpha)"),
     ("kappa, batch", "kappa, batch_size", "not given (we use 50, 64)", "50, 64"),
-    ("optimiser", "optimizer, w_*, h_*", "Adam for all (lr not given; we use 1e-3)",
+    ("optimiser", "optimizer, w_*, h_*, grad_clip", "Adam for all (lr not given; we use 1e-3)",
      "SGD 0.025 momentum 0.9 wd 3e-4 cosine to 1e-3, clip 5; Adam 1e-3 (0.5, 0.999) wd 1e-3"),
     ("temperature", "temperature_schedule, temperature_floor", "linear 1.0 -> 0.2",
      "1.0 - 0.08 epoch (we floor it at 0.2)"),

@@ -30,6 +30,10 @@ from .genotype import cell_edges, cell_layout
 from .ops import OP_TYPES, FactorizedReduce, PoolBN, ReLUConvBN, SepConv, check_ops
 
 
+def _format(x):
+    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() else torch.contiguous_format
+
+
 def _uniform_(t: torch.Tensor, fan_in: int):
     """nn.Conv2d's default init (kaiming_uniform with a=sqrt(5)): U(-1/sqrt(fan_in), .)."""
     bound = 1.0 / math.sqrt(fan_in)
@@ -110,12 +114,11 @@ class FusedSepConv(nn.Module):
         E, C, p = self.E, self.C, self.k // 2
         h = F.relu(x)
         if E > 1:
-            h = h.repeat(1, E, 1, 1)
+            h = torch.cat([h] * E, 1)
         h = F.conv2d(h, self.dw1, None, self.stride, p, 1, E * C)
         h = self.bn1(F.conv2d(h, self.pw1, None, 1, 0, 1, E))
         h = F.conv2d(F.relu(h), self.dw2, None, 1, p, 1, E * C)
-        h = self.bn2(F.conv2d(h, self.pw2, None, 1, 0, 1, E))
-        return h.unflatten(1, (E, C))
+        return self.bn2(F.conv2d(h, self.pw2, None, 1, 0, 1, E))
 
     def export(self, t):
         C = self.C
@@ -143,7 +146,7 @@ class FusedConv(nn.Module):
 
     def forward(self, x):
         h = F.conv2d(F.relu(x), self.weight, None, self.stride, self.k // 2)
-        return self.bn(h).unflatten(1, (self.E, self.C))
+        return self.bn(h)
 
     def export(self, t):
         C = self.C
@@ -173,8 +176,8 @@ class FusedFactorizedReduce(nn.Module):
         x = F.relu(x)
         a = F.conv2d(x, self.conv1, None, 2).unflatten(1, (E, h))
         b = F.conv2d(x[:, :, 1:, 1:], self.conv2, None, 2).unflatten(1, (E, h))
-        y = torch.cat([a, b], 2).flatten(1, 2)
-        return self.bn(y).unflatten(1, (E, self.C))
+        y = torch.cat([a, b], 2).flatten(1, 2).contiguous(memory_format=_format(x))
+        return self.bn(y)
 
     def export(self, t):
         C, h = self.C, self.C // 2
@@ -206,21 +209,30 @@ class SourceOps(nn.Module):
         self.ops = nn.ModuleList(_fused_op(o, C, len(targets), stride) for o in ops)
 
     def forward(self, x, gamma, skip_zero=False):
-        """Weighted outputs for every outgoing edge: ``(B, E, C, H, W)``.
+        """Weighted outputs for every outgoing edge, a list of ``(B, C, H, W)``.
 
-        ``gamma``: op weights of this node's edges, ``(B or 1, E, k)``."""
+        ``gamma``: op weights of this node's edges, ``(B or 1, E, k)``.  The fused ops'
+        outputs ``(B, E*C, H, W)`` are mixed with per-channel weights and split by edge;
+        the shared ops' outputs are added to each edge's part with its own weight."""
         E = len(self.targets)
-        out = None
+        fused, shared = None, []
         for m, op in enumerate(self.ops):
             g = gamma[:, :, m]
             if skip_zero and not bool(g.any()):
                 continue
             y = op(x)
             if op.shared:
-                y = y.unsqueeze(1)
-            g = g.reshape(g.shape[0], E, 1, 1, 1)
-            out = g * y if out is None else torch.addcmul(out, g, y)
-        return out
+                shared.append((g, y))
+                continue
+            C = y.shape[1] // E
+            g = g.repeat_interleave(C, dim=1)[:, :, None, None]
+            fused = g * y if fused is None else torch.addcmul(fused, g, y)
+        parts = list(torch.split(fused, fused.shape[1] // E, 1)) if fused is not None else [None] * E
+        for t in range(E):
+            for g, y in shared:
+                gt = g[:, t, None, None, None]
+                parts[t] = gt * y if parts[t] is None else torch.addcmul(parts[t], gt, y)
+        return parts
 
     def export(self, t, m):
         """The op ``m`` of the ``t``-th outgoing edge as a plain module."""
@@ -249,9 +261,10 @@ class SearchCell(nn.Module):
             x = states[src.source] if src.source < 2 else acc[src.source]
             if src.source >= 2:
                 states.append(x)
-            y = src(x, gamma[:, src.edge_ids], skip_zero)
-            for t, j in enumerate(src.targets):
-                acc[j] = y[:, t] if j not in acc else acc[j] + y[:, t]
+            parts = src(x, gamma[:, src.edge_ids], skip_zero)
+            for j, y in zip(src.targets, parts):
+                if y is not None:
+                    acc[j] = y if j not in acc else acc[j] + y
         states.append(acc[self.n_nodes + 1])
         return torch.cat(states[2:], dim=1)
 

@@ -1,0 +1,189 @@
+"""Benchmark: the fast supernet against the per-edge reference, in one process.
+
+For each experiment's configuration (width 16, the training batch size) both
+implementations get identical weights and data; training steps are timed in
+alternating windows (fast, reference, fast, ...) after a warm-up, and the median
+throughput of the windows is reported, with their ratio.  Also reported: FLOPs counted
+by torch's FlopCounterMode and the achieved GFLOP/s next to a plain 3x3 convolution's
+(the practical ceiling of this machine), the memory held for the backward pass (saved
+activations; peak allocator memory on CUDA), and for a derived architecture its eval
+throughput, its latency per image and the time to derive and evaluate a new ``s``.
+
+    hypernas bench [--experiments exp1 exp2 exp3] [--windows 5] [--steps 3]
+
+The last line is ``speedup: X.XXx``, the exp1 training ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from .data import DATASETS
+from .derived import DerivedNetwork, latency, recalibrate_bn
+from .presets import config
+from .reference import reference_model
+from .train import build_model
+
+
+def _sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _train_step_fn(model, x, y, s, t, dev):
+    def step():
+        model.zero_grad(set_to_none=True)
+        logits = model(x, s, t, "gumbel")
+        F.cross_entropy(logits, y).backward()
+        _sync(dev)
+    return step
+
+
+def saved_activation_bytes(fn):
+    """Bytes of tensors autograd saves for backward during ``fn()`` (forward only)."""
+    total = [0]
+    seen = set()
+
+    def pack(t):
+        key = (t.data_ptr(), t.numel())
+        if key not in seen:
+            seen.add(key)
+            total[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total[0]
+
+
+def count_flops(fn) -> int:
+    with FlopCounterMode(display=False) as fc:
+        fn()
+    return fc.get_total_flops()
+
+
+def conv_ceiling(dev, windows=3):
+    """GFLOP/s of a plain 3x3 convolution (fwd + bwd), 64 -> 64 channels, 28x28, batch 64."""
+    x = torch.randn(64, 64, 28, 28, device=dev, requires_grad=True).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(64, 64, 3, 3, device=dev, requires_grad=True)
+
+    def fn():
+        F.conv2d(x, w, padding=1).sum().backward()
+        _sync(dev)
+    flops = count_flops(fn)
+    fn()
+    rates = []
+    for _ in range(windows):
+        t0 = time.perf_counter(); fn(); rates.append(flops / (time.perf_counter() - t0))
+    return statistics.median(rates) / 1e9
+
+
+def bench_experiment(experiment, dev, windows=5, steps=3, batch=None):
+    cfg = config(experiment, "authors_code", "paper")
+    B = batch or cfg["batch_size"]
+    d = DATASETS[cfg["dataset"]]
+    torch.manual_seed(0)
+    fast = build_model(cfg, d["channels"]).to(dev).to(memory_format=torch.channels_last).train()
+    ref = reference_model(fast).to(dev).train()
+    x = torch.randn(B, d["channels"], d["size"], d["size"], device=dev).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (B,), device=dev)
+    k = len(cfg["ops"])
+    s = torch.full((k,), 1.0 / k, device=dev)
+    t = 1.0
+    steps_fn = {"fast": _train_step_fn(fast, x, y, s, t, dev), "reference": _train_step_fn(ref, x, y, s, t, dev)}
+
+    # equality on this configuration (same Gumbel draws)
+    with torch.no_grad():
+        torch.manual_seed(1); a = fast(x, s, t, "gumbel")
+        torch.manual_seed(1); b = ref(x, s, t, "gumbel")
+    max_diff = (a - b).abs().max().item()
+
+    out = {"experiment": experiment, "ops": cfg["ops"], "batch": B, "max_abs_diff": max_diff}
+    for name, fn in steps_fn.items():
+        fn()  # warm-up
+        out[f"{name}_flops"] = count_flops(fn)
+        out[f"{name}_saved_MB"] = saved_activation_bytes(
+            lambda m=(fast if name == "fast" else ref): m(x, s, t, "gumbel")) / 2**20
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(); fn()
+            out[f"{name}_peak_MB"] = torch.cuda.max_memory_allocated() / 2**20
+    rates = {"fast": [], "reference": []}
+    for _ in range(windows):
+        for name, fn in steps_fn.items():
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            rates[name].append(steps * B / (time.perf_counter() - t0))
+    for name in rates:
+        out[f"{name}_img_s"] = statistics.median(rates[name])
+        out[f"{name}_gflops"] = out[f"{name}_flops"] * out[f"{name}_img_s"] / B / 1e9
+    out["speedup"] = out["fast_img_s"] / out["reference_img_s"]
+
+    # derived architecture at s = A
+    fast.eval()
+    sA = torch.tensor(cfg["complexities"]["A"], device=dev)
+    t0 = time.perf_counter()
+    net = DerivedNetwork(fast, fast.genotype(sA), sA)
+    out["derive_s"] = time.perf_counter() - t0
+    xe = torch.randn(256, d["channels"], d["size"], d["size"], device=dev)
+    out["derived_eval_img_s"] = 1.0 / latency(net, xe.shape[1:], 256, 5, dev)
+    out["derived_latency_b1_ms"] = 1e3 * latency(net, xe.shape[1:], 1, 20, dev)
+    return out
+
+
+def derive_and_evaluate_time(dev, n_bn=500, n_test=2000):
+    """Seconds to derive, recalibrate BN and test a new s on a trained-size supernet
+    (weights random; the work is the same)."""
+    from .data import load
+    cfg = config("exp1", "authors_code", "paper")
+    splits = load("fashion_mnist", cfg["data_dir"])
+    torch.manual_seed(0)
+    model = build_model(cfg, 1).to(dev).to(memory_format=torch.channels_last).eval()
+    from .derived import accuracy
+    s = torch.tensor([0.2, 0.5, 0.3], device=dev)
+    t0 = time.perf_counter()
+    net = DerivedNetwork(model, model.genotype(s), s)
+    recalibrate_bn(net, splits, n_bn, device=dev)
+    accuracy(net, splits, n_test, device=dev)
+    return time.perf_counter() - t0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="hypernas bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--experiments", nargs="+", default=["exp1", "exp2", "exp3"])
+    p.add_argument("--windows", type=int, default=5)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--device", default="cpu")
+    a = p.parse_args(argv)
+    dev = torch.device(a.device)
+    print(f"device: {dev}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    ceiling = conv_ceiling(dev)
+    print(f"plain 3x3 conv (64ch, 28x28, batch 64, fwd+bwd): {ceiling:.1f} GFLOP/s")
+    rows = [bench_experiment(e, dev, a.windows, a.steps) for e in a.experiments]
+    hdr = (f"{'exp':5} {'ops':>3} {'fast img/s':>10} {'ref img/s':>9} {'ratio':>6} {'fast GF/s':>9} "
+           f"{'ref GF/s':>8} {'GFLOP/img':>9} {'fast MB':>8} {'ref MB':>7} {'max|diff|':>9} "
+           f"{'derived img/s':>13} {'b1 ms':>6}")
+    print(hdr)
+    for r in rows:
+        print(f"{r['experiment']:5} {len(r['ops']):>3} {r['fast_img_s']:>10.1f} {r['reference_img_s']:>9.1f} "
+              f"{r['speedup']:>5.2f}x {r['fast_gflops']:>9.1f} {r['reference_gflops']:>8.1f} "
+              f"{r['fast_flops'] / r['batch'] / 1e9:>9.3f} {r['fast_saved_MB']:>8.0f} {r['reference_saved_MB']:>7.0f} "
+              f"{r['max_abs_diff']:>9.1e} {r['derived_eval_img_s']:>13.0f} {r['derived_latency_b1_ms']:>6.2f}")
+    print("(MB: tensors saved for backward in one training forward; img/s: median of "
+          f"{a.windows} alternating windows of {a.steps} steps)")
+    print(f"derive + BN recalibration (500 images) + test (2000 images) for a new s: "
+          f"{derive_and_evaluate_time(dev):.2f} s")
+    exp1 = [r for r in rows if r["experiment"] == "exp1"]
+    if exp1:
+        print(f"speedup: {exp1[0]['speedup']:.2f}x")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

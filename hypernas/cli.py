@@ -1,0 +1,147 @@
+"""The ``hypernas`` command.
+
+    hypernas reproduce [--profile quick] [--experiments exp1 exp2 exp3] [--preset authors_code]
+    hypernas train --experiment exp1 [--profile paper] [--stop-after-steps N]
+    hypernas derive MODEL.pt --s 0.2 0.5 0.3 [--evaluate]
+    hypernas bench
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from .experiments import ROOT
+
+NOTEBOOK = ROOT / "book" / "experiment.md"
+GENERATED = ROOT / "book" / "generated"
+
+
+def _common(p):
+    p.add_argument("--preset", default="authors_code", choices=["authors_code", "thesis_text"])
+    p.add_argument("--profile", default="quick", choices=["smoke", "quick", "paper"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (a GPU when present), cpu, cuda, cuda:1 ...")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with offline data (default: $HYPERNAS_DATA, else torchvision's download)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--kappa", type=float, default=None)
+    p.add_argument("--width", type=int, default=None)
+
+
+def notebook_name(experiment, preset):
+    return experiment if preset == "authors_code" else f"{experiment}-{preset}"
+
+
+def execute_notebook(parameters: dict, output: Path, copies=()):
+    """Execute the experiment notebook with papermill into ``output``, atomically: the
+    output (and each copy) is replaced only when every cell succeeded."""
+    import jupytext
+    import papermill
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "experiment.ipynb"
+        jupytext.write(jupytext.read(NOTEBOOK), src)
+        out_tmp = output.with_name(f".{output.name}.running")
+        try:
+            papermill.execute_notebook(str(src), str(out_tmp), parameters=parameters,
+                                       kernel_name="python3", language="python", cwd=str(NOTEBOOK.parent),
+                                       progress_bar=False)
+        except BaseException:
+            if out_tmp.exists():
+                failed = output.with_name(f"{output.stem}.failed.ipynb")
+                os.replace(out_tmp, failed)
+                print(f"notebook failed; its partial output is in {failed}; "
+                      f"{output} was left as it was", file=sys.stderr)
+            raise
+        for c in copies:
+            c = Path(c)
+            c.parent.mkdir(parents=True, exist_ok=True)
+            c.write_bytes(out_tmp.read_bytes())
+        os.replace(out_tmp, output)
+
+
+def cmd_reproduce(a):
+    for exp in a.experiments:
+        params = dict(experiment=exp, preset=a.preset, profile=a.profile, seed=a.seed,
+                      device=a.device, data_dir=a.data_dir, epochs=a.epochs, kappa=a.kappa,
+                      width=a.width)
+        name = notebook_name(exp, a.preset)
+        out = GENERATED / f"{name}.ipynb" if a.output is None else Path(a.output) / f"{name}.ipynb"
+        copy = ROOT / "results" / a.profile / f"{exp}-{a.preset}-seed{a.seed}.ipynb"
+        print(f"[hypernas] {exp} ({a.preset}, {a.profile}) -> {out}", flush=True)
+        execute_notebook(params, out, copies=[copy])
+    return 0
+
+
+def cmd_train(a):
+    from .experiments import run
+    from .presets import config
+    cfg = config(a.experiment, a.preset, a.profile, a.seed, epochs=a.epochs, kappa=a.kappa,
+                 width=a.width, device=a.device, data_dir=a.data_dir)
+    res = run(cfg, stop_after_steps=a.stop_after_steps)
+    if res is None:
+        print("[hypernas] stopped early; run the same command again to resume")
+    else:
+        for k, v in res["architectures"].items():
+            print(k, f"acc={v['test_acc']:.4f}", f"params={v['weights']}", v["op_counts"])
+    return 0
+
+
+def cmd_derive(a):
+    import torch
+    from .derived import evaluate
+    from .genotype import op_counts, weight_count_of
+    from .train import load_model
+    model = load_model(a.model, "cpu")
+    cfg = model.cfg
+    s = torch.tensor(a.s, dtype=torch.float32)
+    g = model.genotype(s)
+    out = dict(ops=list(model.ops), s=a.s, normal=list(g.normal), reduce=list(g.reduce),
+               op_counts=op_counts(g), weights=weight_count_of(g, cfg["width"], cfg["n_cells"]))
+    if a.evaluate:
+        from .data import load
+        splits = load(cfg["dataset"], a.data_dir)
+        res = evaluate(model, splits, s, dict(cfg, test_images=None), "cpu")
+        out.update(test_acc=res["test_acc"], latency_batch1_ms=res["latency_batch1_ms"])
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="hypernas", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("reproduce", help="execute the experiment notebooks with papermill")
+    _common(r)
+    r.add_argument("--experiments", nargs="+", default=["exp1", "exp2", "exp3"],
+                   choices=["exp1", "exp2", "exp3"])
+    r.add_argument("--output", default=None, help=f"folder for executed notebooks (default {GENERATED})")
+    t = sub.add_parser("train", help="train (or resume) one experiment and evaluate A-D")
+    _common(t)
+    t.add_argument("--experiment", default="exp1", choices=["exp1", "exp2", "exp3"])
+    t.add_argument("--stop-after-steps", type=int, default=None,
+                   help="stop (checkpointed) after this many steps; rerun to resume")
+    d = sub.add_parser("derive", help="derive the architecture of a trained model for a new s")
+    d.add_argument("model", help="model.pt or checkpoint.pt of a trained run")
+    d.add_argument("--s", type=float, nargs="+", required=True, help="complexity vector, in the run's op order")
+    d.add_argument("--evaluate", action="store_true", help="also test it (BN recalibrated)")
+    d.add_argument("--data-dir", default=None)
+    b = sub.add_parser("bench", help="fast supernet vs per-edge reference", add_help=False)
+    a, rest = p.parse_known_args(argv)
+    if a.cmd == "bench":
+        from .bench import main as bench_main
+        bench_main(rest)
+        return 0
+    if rest:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
+    return {"reproduce": cmd_reproduce, "train": cmd_train, "derive": cmd_derive}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""Tables, claims and figures: our results beside the thesis's published ones.
+
+``PUBLISHED`` holds Tables 1-3 exactly as printed in the thesis (they are shown labelled
+"published", never mixed with ours).  Everything else here is computed from a results
+file written by :mod:`hypernas.experiments`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from .genotype import cell_edges
+from .ops import OP_TYPES
+from .presets import LABELS
+
+ARCHS = ("A", "B", "C", "D")
+ROWS = ("Test accuracy, %", "Parameters", "Pooling ops", "Convolution ops", "Identity ops")
+
+#: Tables 1-3 of the thesis, as published
+PUBLISHED = {
+    "exp1": {"Test accuracy, %": (82.5, 79.2, 85.0, 81.4), "Parameters": (38304, 5120, 143488, 12320),
+             "Pooling ops": (12, 17, 0, 18), "Convolution ops": (6, 0, 13, 9), "Identity ops": (10, 11, 15, 1)},
+    "exp2": {"Test accuracy, %": (85.62, 82.37, 85.63, 85.60), "Parameters": (93888, 25280, 137632, 72928),
+             "Pooling ops": (16, 22, 4, 22), "Convolution ops": (8, 1, 13, 6), "Identity ops": (4, 5, 11, 0)},
+    "exp3": {"Test accuracy, %": (71.02, 52.37, 73.77, 68.43), "Parameters": (113984, 10240, 159456, 8800),
+             "Pooling ops": (4, 12, 0, 17), "Convolution ops": (18, 0, 9, 11), "Identity ops": (6, 16, 19, 0)},
+}
+#: which op type each architecture penalises most (B: conv, C: pool, D: identity)
+PENALISED = {"B": "conv", "C": "pool", "D": "identity"}
+TYPE_ROW = {"pool": "Pooling ops", "conv": "Convolution ops", "identity": "Identity ops"}
+
+
+def load_results(path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def ours_table(res) -> pd.DataFrame:
+    a = res["architectures"]
+    rows = {
+        "Test accuracy, %": [100 * a[k]["test_acc"] for k in ARCHS],
+        "Parameters": [a[k]["weights"] for k in ARCHS],
+        "Pooling ops": [a[k]["op_counts"]["pool"] for k in ARCHS],
+        "Convolution ops": [a[k]["op_counts"]["conv"] for k in ARCHS],
+        "Identity ops": [a[k]["op_counts"]["identity"] for k in ARCHS],
+    }
+    return pd.DataFrame(rows, index=list(ARCHS)).T
+
+
+def published_table(experiment) -> pd.DataFrame:
+    return pd.DataFrame(PUBLISHED[experiment], index=list(ARCHS)).T
+
+
+def comparison(res) -> pd.DataFrame:
+    """The thesis's layout, ours / published / difference for each architecture."""
+    ours, pub = ours_table(res), published_table(res["config"]["experiment"])
+    cols = {}
+    for k in ARCHS:
+        cols[(k, "ours")] = ours[k]
+        cols[(k, "published")] = pub[k]
+        cols[(k, "ours - published")] = ours[k] - pub[k]
+    df = pd.DataFrame(cols)
+    df.columns = pd.MultiIndex.from_tuples(df.columns)
+    return df
+
+
+def extra_rows(res) -> pd.DataFrame:
+    """Rows the thesis lacks: soft supernet accuracy, latency, derivation time."""
+    a = res["architectures"]
+    rows = {
+        "Soft supernet accuracy at s, %": [100 * a[k]["soft_supernet_test_acc"] for k in ARCHS],
+        "Latency, batch 1, ms/image": [a[k]["latency_batch1_ms"] for k in ARCHS],
+        "Latency, batch 256, ms/image": [a[k]["latency_batch256_ms_per_image"] for k in ARCHS],
+        "Derive + BN recalibration + test, s": [a[k]["derive_and_test_s"] for k in ARCHS],
+    }
+    return pd.DataFrame(rows, index=list(ARCHS)).T
+
+
+def provenance(res) -> pd.DataFrame:
+    p = dict(res["provenance"])
+    p["train_wall_min"] = round(p["train_wall_s"] / 60, 1)
+    return pd.DataFrame({"value": {k: str(v) for k, v in p.items()}})
+
+
+def claims(res) -> list:
+    """One sentence per thesis claim: does this run support it?"""
+    a = res["architectures"]
+    out = []
+    for arch, t in PENALISED.items():
+        n, n_a = a[arch]["op_counts"][t], a["A"]["op_counts"][t]
+        if n == 0:
+            verdict = f"supported: {arch} has no {t} op (A has {n_a})"
+        elif n < n_a:
+            verdict = f"partly supported: {arch} has {n} {t} op(s), fewer than A's {n_a}, but not none"
+        else:
+            verdict = f"not supported: {arch} has {n} {t} op(s), A has {n_a}"
+        out.append(f"Penalising {t} ({arch}, {LABELS[arch]}) makes it vanish: {verdict}.")
+    pb, pc = a["B"]["weights"], a["C"]["weights"]
+    pa = [a[k]["weights"] for k in ARCHS]
+    if pb < pc and pb == min(pa) and pc == max(pa):
+        v = f"supported: B has the fewest weights ({pb}), C the most ({pc})"
+    elif pb < pc:
+        v = f"partly supported: B ({pb}) < C ({pc}), but the extremes are {min(pa)} and {max(pa)}"
+    else:
+        v = f"not supported: B has {pb} weights, C has {pc}"
+    out.append(f"Moving s from B (convolutions penalised) to C (pooling penalised) moves the "
+               f"parameter count from low to high: {v}.")
+    genos = {k: (tuple(a[k]["genotype"]["normal"]), tuple(a[k]["genotype"]["reduce"])) for k in ARCHS}
+    n_distinct = len(set(genos.values()))
+    v = ("supported: the four architectures are all different" if n_distinct == 4 else
+         f"{'partly supported' if n_distinct > 1 else 'not supported'}: "
+         f"{n_distinct} distinct architecture(s) among the four")
+    out.append(f"One trained model gives all four architectures (one checkpoint, no retraining): {v}.")
+    return out
+
+
+# -- figures ------------------------------------------------------------------------------
+
+def figure2(results: dict, experiment: str, path_stem=None):
+    """Op counts per type for A-D (grouped bars), ours beside the published numbers."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    recs = []
+    for label, table in (("ours", ours_table(results)), ("published (thesis)", published_table(experiment))):
+        for t, row in TYPE_ROW.items():
+            for k in ARCHS:
+                recs.append(dict(source=label, arch=k, op_type=t, count=float(table.loc[row, k])))
+    df = pd.DataFrame(recs)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    for ax, (label, sub) in zip(axes, df.groupby("source", sort=False)):
+        sns.barplot(data=sub, x="arch", y="count", hue="op_type", ax=ax,
+                    hue_order=["pool", "conv", "identity"], palette="Set2")
+        ax.set_title(label)
+        ax.set_xlabel("architecture (A uniform, B conv, C pool, D identity penalised)")
+        ax.set_ylabel("number of ops (normal + reduction genotype)")
+    axes[1].get_legend().remove()
+    fig.suptitle(f"Figure 2 ({experiment}): operations of each type in A-D")
+    fig.tight_layout()
+    if path_stem:
+        Path(path_stem).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(f"{path_stem}.png", dpi=120)
+        fig.savefig(f"{path_stem}.svg")
+    return fig
+
+
+def training_curves(log: list):
+    import matplotlib.pyplot as plt
+
+    steps = [r for r in log if r["event"] == "step"]
+    epochs = [r for r in log if r["event"] == "epoch"]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    gs = [r["global_step"] for r in steps]
+    axes[0].plot(gs, [r["task"] for r in steps]); axes[0].set_title("task loss (cross-entropy)")
+    axes[1].plot(gs, [r["cost"] for r in steps]); axes[1].set_title("cost term (before kappa)")
+    axes[2].plot(gs, [r["train_acc"] for r in steps], label="train (Gumbel, random s)")
+    axes[2].plot([r["global_step"] for r in epochs], [r["val_acc_soft_uniform"] for r in epochs], "o-",
+                 label="validation (softmax, uniform s)")
+    axes[2].set_title("accuracy"); axes[2].legend(fontsize=8)
+    for ax in axes:
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    return fig
+
+
+_COLORS = {"pool": "#66c2a5", "conv": "#fc8d62", "identity": "#8da0cb"}
+
+
+def draw_cell(ops_of_cell, title="", ax=None):
+    """Draw a derived cell: nodes 0,1 (inputs), 2..n+1 (intermediate), every edge
+    labelled with its op and coloured by op type."""
+    import matplotlib.pyplot as plt
+
+    n_nodes = {2: 1, 5: 2, 9: 3, 14: 4, 20: 5}[len(ops_of_cell)]
+    edges = cell_edges(n_nodes)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.4))
+    pos = {0: (0, 1.0), 1: (0, -1.0)}
+    for j in range(2, n_nodes + 2):
+        pos[j] = (j - 1, 0.9 * (-1) ** j * 0.6)
+    for (i, j), op in zip(edges, ops_of_cell):
+        (x0, y0), (x1, y1) = pos[i], pos[j]
+        rad = 0.25 if j - i > 1 else 0.0
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
+                    arrowprops=dict(arrowstyle="-|>", color=_COLORS[OP_TYPES[op]], lw=2,
+                                    shrinkA=11, shrinkB=11, connectionstyle=f"arc3,rad={rad}"))
+        mx, my = (x0 + x1) / 2, (y0 + y1) / 2 + rad * 0.5
+        ax.text(mx, my, op.replace("_3x3", "").replace("_5x5", "5"), fontsize=6, ha="center",
+                va="center", bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8))
+    for node, (x, y) in pos.items():
+        ax.add_patch(plt.Circle((x, y), 0.16, color="#333" if node < 2 else "#bbb", zorder=3))
+        ax.text(x, y, str(node), color="white" if node < 2 else "black", ha="center", va="center",
+                zorder=4, fontsize=8)
+    ax.set_xlim(-0.5, n_nodes + 0.5); ax.set_ylim(-1.5, 1.5)
+    ax.set_aspect("equal"); ax.axis("off")
+    ax.set_title(title, fontsize=9)
+    handles = [plt.Line2D([], [], color=c, lw=2, label=t) for t, c in _COLORS.items()]
+    ax.legend(handles=handles, fontsize=6, loc="lower right", frameon=False)
+    return ax
+
+
+def draw_architectures(res):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(4, 2, figsize=(11, 11))
+    for row, k in zip(axes, ARCHS):
+        g = res["architectures"][k]["genotype"]
+        draw_cell(g["normal"], f"{k} ({LABELS[k]}): normal cell", row[0])
+        draw_cell(g["reduce"], f"{k}: reduction cell", row[1])
+    fig.tight_layout()
+    return fig
