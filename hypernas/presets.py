@@ -98,7 +98,7 @@ PROFILES = {
                   checkpoint_every=4, latency_repeats=3),
     "quick": dict(train_images=2560, val_images=1000, test_images=2000, bn_images=1000,
                   epochs=2, checkpoint_every=20, latency_repeats=10),
-    "paper": dict(train_images=None, val_images=None, test_images=None, bn_images=2000,
+    "paper": dict(train_images=None, val_images=5000, test_images=None, bn_images=2000,
                   epochs=None, checkpoint_every=100, latency_repeats=30),
 }
 
