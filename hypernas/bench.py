@@ -97,30 +97,33 @@ def bench_experiment(experiment, dev, windows=5, steps=3, batch=None):
     d = DATASETS[cfg["dataset"]]
     torch.manual_seed(0)
     fast = build_model(cfg, d["channels"]).to(dev).to(memory_format=torch.channels_last).train()
-    ref = reference_model(fast).to(dev).train()
-    x = torch.randn(B, d["channels"], d["size"], d["size"], device=dev).contiguous(memory_format=torch.channels_last)
+    ref = reference_model(fast).to(dev).to(memory_format=torch.contiguous_format).train()
+    ref_cl = reference_model(fast).to(dev).to(memory_format=torch.channels_last).train()
+    x_plain = torch.randn(B, d["channels"], d["size"], d["size"], device=dev)
+    x = x_plain.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (B,), device=dev)
     k = len(cfg["ops"])
     s = torch.full((k,), 1.0 / k, device=dev)
     t = 1.0
-    steps_fn = {"fast": _train_step_fn(fast, x, y, s, t, dev), "reference": _train_step_fn(ref, x, y, s, t, dev)}
+    models = {"fast": (fast, x), "reference": (ref, x_plain), "reference_cl": (ref_cl, x)}
+    steps_fn = {name: _train_step_fn(m, xx, y, s, t, dev) for name, (m, xx) in models.items()}
 
     # equality on this configuration (same Gumbel draws)
     with torch.no_grad():
         torch.manual_seed(1); a = fast(x, s, t, "gumbel")
-        torch.manual_seed(1); b = ref(x, s, t, "gumbel")
+        torch.manual_seed(1); b = ref(x_plain, s, t, "gumbel")
     max_diff = (a - b).abs().max().item()
 
     out = {"experiment": experiment, "ops": cfg["ops"], "batch": B, "max_abs_diff": max_diff}
     for name, fn in steps_fn.items():
         fn()  # warm-up
-        out[f"{name}_flops"] = training_flops(fast if name == "fast" else ref, x, s, t)
-        out[f"{name}_saved_MB"] = saved_activation_bytes(
-            lambda m=(fast if name == "fast" else ref): m(x, s, t, "gumbel")) / 2**20
+        m, xx = models[name]
+        out[f"{name}_flops"] = training_flops(m, xx, s, t)
+        out[f"{name}_saved_MB"] = saved_activation_bytes(lambda: m(xx, s, t, "gumbel")) / 2**20
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(); fn()
             out[f"{name}_peak_MB"] = torch.cuda.max_memory_allocated() / 2**20
-    rates = {"fast": [], "reference": []}
+    rates = {name: [] for name in steps_fn}
     for _ in range(windows):
         for name, fn in steps_fn.items():
             t0 = time.perf_counter()
@@ -131,6 +134,7 @@ def bench_experiment(experiment, dev, windows=5, steps=3, batch=None):
         out[f"{name}_img_s"] = statistics.median(rates[name])
         out[f"{name}_gflops"] = out[f"{name}_flops"] * out[f"{name}_img_s"] / B / 1e9
     out["speedup"] = out["fast_img_s"] / out["reference_img_s"]
+    out["speedup_vs_cl"] = out["fast_img_s"] / out["reference_cl_img_s"]
 
     # derived architecture at s = A
     fast.eval()
@@ -168,26 +172,44 @@ def main(argv=None):
     p.add_argument("--windows", type=int, default=5)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--output", default=None, help="write the table as JSON here")
     a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
     print(f"device: {dev}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     ceiling = conv_ceiling(dev)
     print(f"plain 3x3 conv (64ch, 28x28, batch 64, fwd+bwd): {ceiling:.1f} GFLOP/s")
     rows = [bench_experiment(e, dev, a.windows, a.steps) for e in a.experiments]
-    hdr = (f"{'exp':5} {'ops':>3} {'fast img/s':>10} {'ref img/s':>9} {'ratio':>6} {'fast GF/s':>9} "
+    hdr = (f"{'exp':5} {'ops':>3} {'fast img/s':>10} {'ref img/s':>9} {'ratio':>6} {'refCL img/s':>11} {'ratio':>6} {'fast GF/s':>9} "
            f"{'ref GF/s':>8} {'GFLOP/img':>9} {'fast MB':>8} {'ref MB':>7} {'max|diff|':>9} "
            f"{'derived img/s':>13} {'b1 ms':>6}")
     print(hdr)
     for r in rows:
         print(f"{r['experiment']:5} {len(r['ops']):>3} {r['fast_img_s']:>10.1f} {r['reference_img_s']:>9.1f} "
-              f"{r['speedup']:>5.2f}x {r['fast_gflops']:>9.1f} {r['reference_gflops']:>8.1f} "
+              f"{r['speedup']:>5.2f}x {r['reference_cl_img_s']:>11.1f} {r['speedup_vs_cl']:>5.2f}x {r['fast_gflops']:>9.1f} {r['reference_gflops']:>8.1f} "
               f"{r['fast_flops'] / r['batch'] / 1e9:>9.3f} {r['fast_saved_MB']:>8.0f} {r['reference_saved_MB']:>7.0f} "
               f"{r['max_abs_diff']:>9.1e} {r['derived_eval_img_s']:>13.0f} {r['derived_latency_b1_ms']:>6.2f}")
     print("(MB: tensors saved for backward in one training forward; img/s: median of "
           f"{a.windows} alternating windows of {a.steps} steps)")
-    print(f"derive + BN recalibration (500 images) + test (2000 images) for a new s: "
-          f"{derive_and_evaluate_time(dev):.2f} s")
+    dt = derive_and_evaluate_time(dev)
+    print(f"derive + BN recalibration (500 images) + test (2000 images) for a new s: {dt:.2f} s")
     exp1 = [r for r in rows if r["experiment"] == "exp1"]
+    if a.output:
+        import json
+        import os
+        from pathlib import Path
+        from .experiments import device_name, git_commit
+        prov = (f"{device_name(dev)}, torch {torch.__version__}, commit {git_commit()}, "
+                f"{a.windows} windows x {a.steps} steps, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+        out = dict(provenance=prov, conv_ceiling_gflops=ceiling, derive_and_evaluate_s=dt,
+                   speedup=exp1[0]["speedup"] if exp1 else None, rows=rows)
+        path = Path(a.output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(out, indent=1))
+        os.replace(tmp, path)
     if exp1:
         print(f"speedup: {exp1[0]['speedup']:.2f}x")
     return rows

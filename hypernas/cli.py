@@ -59,11 +59,31 @@ def execute_notebook(parameters: dict, output: Path, copies=()):
                 print(f"notebook failed; its partial output is in {failed}; "
                       f"{output} was left as it was", file=sys.stderr)
             raise
+        _retitle(out_tmp, parameters)
         for c in copies:
             c = Path(c)
             c.parent.mkdir(parents=True, exist_ok=True)
             c.write_bytes(out_tmp.read_bytes())
         os.replace(out_tmp, output)
+
+
+TITLES = {"exp1": "Experiment 1: Fashion-MNIST, 3 ops, 10 epochs",
+          "exp2": "Experiment 2: Fashion-MNIST, 5 ops, 20 epochs",
+          "exp3": "Experiment 3: CIFAR-10, 3 ops, 50 epochs"}
+
+
+def _retitle(path, parameters):
+    """Give the executed notebook its experiment's title (the book's page title)."""
+    import nbformat
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and cell.source.startswith("# Experiment"):
+            first, _, rest = cell.source.partition("\n")
+            title = TITLES[parameters["experiment"]]
+            cell.source = (f"# {title} ({parameters['preset']}, {parameters['profile']} profile)"
+                           + "\n" + rest)
+            break
+    nbformat.write(nb, path)
 
 
 def cmd_reproduce(a):
