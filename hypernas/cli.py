@@ -47,7 +47,7 @@ def execute_notebook(parameters: dict, output: Path, copies=()):
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "experiment.ipynb"
         jupytext.write(jupytext.read(NOTEBOOK), src)
-        out_tmp = output.with_name(f".{output.name}.running")
+        out_tmp = output.with_name(f".{output.stem}.running.ipynb")
         try:
             papermill.execute_notebook(str(src), str(out_tmp), parameters=parameters,
                                        kernel_name="python3", language="python", cwd=str(NOTEBOOK.parent),

@@ -1,0 +1,135 @@
+"""The fast supernet (fused per source node) equals the plain per-edge reference
+(pt.darts' MixedOp) it is exported to: outputs, gradients and BatchNorm statistics."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hypernas.complexity import sample_simplex
+from hypernas.cost import cost
+from hypernas.presets import config
+from hypernas.reference import ReferenceNetwork, reference_model
+from hypernas.train import build_model
+
+TOL = 1e-5
+CASES = [(preset, k, shape) for preset in ("authors_code", "thesis_text") for k in (3, 5)
+         for shape in ((1, 28), (3, 32))]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny batches: one thread is faster, and fair to the other jobs on a shared machine
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _pair(preset, k, channels):
+    cfg = config("exp1" if k == 3 else "exp2", preset=preset)
+    torch.manual_seed(0)
+    fast = build_model(cfg, channels)
+    return cfg, fast, reference_model(fast)
+
+
+def _both(fast, ref, x, s, t, mode, seed=123):
+    torch.manual_seed(seed)
+    a = fast(x, s, t, mode)
+    torch.manual_seed(seed)
+    b = ref(x, s, t, mode)
+    return a, b
+
+
+def _maxdiff(a, b):
+    return (a - b).abs().max().item()
+
+
+def _bn_buffers(model):
+    return {n: b for n, b in model.named_buffers() if "running" in n or "num_batches" in n}
+
+
+@pytest.mark.parametrize("preset,k,shape", CASES, ids=[f"{p}-{k}ops-{c}x{h}" for p, k, (c, h) in CASES])
+def test_fast_equals_reference(preset, k, shape):
+    channels, H = shape
+    cfg, fast, ref = _pair(preset, k, channels)
+    assert isinstance(ref.net, ReferenceNetwork) and ref.net is not fast.net
+    assert fast.per_image == (preset == "authors_code")
+    B = 4
+    torch.manual_seed(1)
+    x = torch.randn(B, channels, H, H)
+    s_one = sample_simplex(k)
+    s_many = sample_simplex(k, B)
+    t = 0.6
+    checks = []
+    for training in (False, True):
+        fast.train(training); ref.train(training)
+        for per_image in (True, False):
+            fast.per_image = ref.per_image = per_image
+            for s in (s_one, s_many):
+                checks.append((training, "gumbel", per_image, s.dim()))
+                with torch.no_grad():
+                    a, b = _both(fast, ref, x, s, t, "gumbel")
+                assert a.shape == (B, 10)
+                assert _maxdiff(a, b) < TOL, checks[-1]
+        fast.per_image = ref.per_image = cfg["per_image"]
+        for mode in ("softmax", "discrete"):
+            for s in (s_one, s_many):
+                checks.append((training, mode, s.dim()))
+                with torch.no_grad():
+                    a, b = _both(fast, ref, x, s, t, mode)
+                assert _maxdiff(a, b) < TOL, checks[-1]
+    # the Gumbel draws really are per image / per batch
+    fast.eval()
+    with torch.no_grad():
+        fast.per_image = True
+        torch.manual_seed(5); g_img = fast.gamma(fast.alpha(s_one), t, "gumbel", B)
+        fast.per_image = False
+        torch.manual_seed(5); g_bat = fast.gamma(fast.alpha(s_one), t, "gumbel", B)
+    assert g_img.shape == (B, 2, 14, k) and not torch.allclose(g_img[0], g_img[1])
+    assert g_bat.shape == (1, 2, 14, k)
+
+    # the train-mode forwards above updated the running statistics of both the same way
+    fb, rb = _bn_buffers(fast.net), _bn_buffers(ref.net)
+    assert fb["stem.1.num_batches_tracked"].item() == 8 == rb["stem.1.num_batches_tracked"].item()
+    assert torch.equal(fb["stem.1.running_mean"], rb["stem.1.running_mean"])
+    moved = [n for n, b in fb.items() if "running_mean" in n and b.abs().sum() > 0]
+    assert len(moved) > 10
+    # ... and one exported edge's statistics equal the fused op's slice
+    edge_op = ref.net.cells[1].mixed[0].ops[k - 1]       # a conv on a stride-2 edge
+    exported = fast.net.export_edge(1, 0, k - 1)
+    for (n1, b1), (n2, b2) in zip(edge_op.named_buffers(), exported.named_buffers()):
+        assert n1 == n2 and torch.equal(b1, b2), n1
+    assert edge_op.state_dict().keys() == exported.state_dict().keys()
+    fast.eval(); ref.eval()
+    for mode in ("softmax", "discrete", "gumbel"):
+        with torch.no_grad():
+            a, b = _both(fast, ref, x, s_many, t, mode)
+        assert _maxdiff(a, b) < TOL, ("eval after training forwards", mode)
+
+
+@pytest.mark.parametrize("preset,k", [("authors_code", 3), ("authors_code", 5),
+                                      ("thesis_text", 3), ("thesis_text", 5)])
+def test_gradients_equal(preset, k):
+    cfg, fast, ref = _pair(preset, k, 1)
+    fast.train(); ref.train()
+    torch.manual_seed(2)
+    x = torch.randn(6, 1, 28, 28)
+    y = torch.randint(0, 10, (6,))
+    s = sample_simplex(k)
+    t = 0.8
+    grads = []
+    for model in (fast, ref):
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(9)
+        alpha = model.alpha(s)
+        logits = model.run(x, s, alpha, t, "gumbel")
+        loss = F.cross_entropy(logits, y) + 0.5 * cost(alpha, s, fast.net.cell_counts, t, cfg["cost_weights"])
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()
+                      if n.startswith(("hypernet.", "classifier.", "net.stem."))})
+    assert grads[0].keys() == grads[1].keys()
+    assert "hypernet.reference_logits" in grads[0]
+    for name in grads[0]:
+        g, r = grads[0][name], grads[1][name]
+        rel = ((g - r).norm() / r.norm().clamp_min(1e-12)).item()
+        assert rel < 1e-4, (name, rel)
+        assert r.abs().sum() > 0, name
