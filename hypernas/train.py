@@ -98,7 +98,13 @@ class Trainer:
         self.perm = None
         self.log_lines = 0
         self.done = False
-        self._data_on_device = None
+        self.window = self._fresh_window()
+
+    @staticmethod
+    def _fresh_window():
+        """Sums of the metrics since the last log line (checkpointed, so that a resumed
+        run logs the same averages as an uninterrupted one)."""
+        return dict(loss=0.0, task=0.0, cost=0.0, acc=0.0, n=0)
 
     # -- state -------------------------------------------------------------------------
     def state(self):
@@ -107,6 +113,7 @@ class Trainer:
                     sched=self.sched.state_dict() if self.sched else None,
                     epoch=self.epoch, step=self.step, global_step=self.global_step,
                     elapsed=self.elapsed, perm=self.perm, log_lines=self.log_lines, done=self.done,
+                    window=dict(self.window),
                     rng=dict(torch=torch.get_rng_state(), data=self.data_gen.get_state(),
                              cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None))
 
@@ -127,6 +134,7 @@ class Trainer:
             self.sched.load_state_dict(st["sched"])
         for key in ("epoch", "step", "global_step", "elapsed", "perm", "log_lines", "done"):
             setattr(self, key, st[key])
+        self.window = dict(st.get("window") or self._fresh_window())
         torch.set_rng_state(st["rng"]["torch"])
         self.data_gen.set_state(st["rng"]["data"])
         if st["rng"]["cuda"] is not None and torch.cuda.is_available():
@@ -210,7 +218,7 @@ class Trainer:
                        desc=f"{cfg['experiment']} {cfg['preset']}")
         self.model.train()
         taken = 0
-        window = dict(loss=0.0, task=0.0, cost=0.0, acc=0.0, n=0, t0=time.perf_counter())
+        window, window_t0 = self.window, time.perf_counter()
         while self.epoch < cfg["epochs"]:
             t = epoch_temperature(cfg, self.epoch)
             if self.perm is None:
@@ -235,12 +243,13 @@ class Trainer:
                     bar.update(1)
                 if self.global_step % cfg["log_every"] == 0 or self.step == self.steps_per_epoch:
                     n = window["n"]
-                    wall = time.perf_counter() - window["t0"]
+                    wall = time.perf_counter() - window_t0
                     self.log(event="step", epoch=self.epoch, step=self.step, global_step=self.global_step,
                              temperature=t, loss=window["loss"] / n, task=window["task"] / n,
                              cost=window["cost"] / n, train_acc=window["acc"] / n,
                              img_per_s=n * b / wall if wall > 0 else None)
-                    window = dict(loss=0.0, task=0.0, cost=0.0, acc=0.0, n=0, t0=time.perf_counter())
+                    window.update(self._fresh_window())
+                    window_t0 = time.perf_counter()
                 if self.step < self.steps_per_epoch and self.global_step % cfg["checkpoint_every"] == 0:
                     self.save()
             # end of epoch
