@@ -86,7 +86,17 @@ def _retitle(path, parameters):
     nbformat.write(nb, path)
 
 
+def _reproduce_one(job):
+    params, out, copy, threads = job
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the notebook's kernel
+    print(f"[hypernas] {params['experiment']} ({params['preset']}, {params['profile']}) -> {out}", flush=True)
+    execute_notebook(params, out, copies=[copy])
+    return out
+
+
 def cmd_reproduce(a):
+    jobs = []
     for exp in a.experiments:
         params = dict(experiment=exp, preset=a.preset, profile=a.profile, seed=a.seed,
                       device=a.device, data_dir=a.data_dir, epochs=a.epochs, kappa=a.kappa,
@@ -94,8 +104,30 @@ def cmd_reproduce(a):
         name = notebook_name(exp, a.preset)
         out = GENERATED / f"{name}.ipynb" if a.output is None else Path(a.output) / f"{name}.ipynb"
         copy = ROOT / "results" / a.profile / f"{exp}-{a.preset}-seed{a.seed}.ipynb"
-        print(f"[hypernas] {exp} ({a.preset}, {a.profile}) -> {out}", flush=True)
-        execute_notebook(params, out, copies=[copy])
+        jobs.append((params, out, copy))
+    cpus = os.cpu_count() or 1
+    n = a.jobs or (1 if a.profile == "paper" else min(len(jobs), cpus))
+    if n <= 1:
+        for params, out, copy in jobs:
+            _reproduce_one((params, out, copy, None))
+        return 0
+    # several experiments at once, one process each with its share of the cores: small
+    # convolutions scale poorly across threads, so this uses a CPU better than one
+    # experiment at a time with all threads
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    threads = max(1, cpus // n)
+    failed = []
+    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_reproduce_one, (*job, threads)): job for job in jobs}
+        for fut, job in futures.items():
+            try:
+                fut.result()
+            except Exception as err:  # report every failure, not just the first
+                failed.append(f"{job[0]['experiment']}: {type(err).__name__}: {str(err)[:500]}")
+    if failed:
+        print("[hypernas] failed:\n  " + "\n  ".join(failed), file=sys.stderr)
+        return 1
     return 0
 
 
@@ -142,6 +174,8 @@ def main(argv=None):
     r.add_argument("--experiments", nargs="+", default=["exp1", "exp2", "exp3"],
                    choices=["exp1", "exp2", "exp3"])
     r.add_argument("--output", default=None, help=f"folder for executed notebooks (default {GENERATED})")
+    r.add_argument("--jobs", type=int, default=None,
+                   help="experiments run at once (default: one per core for smoke/quick, 1 for paper)")
     t = sub.add_parser("train", help="train (or resume) one experiment and evaluate A-D")
     _common(t)
     t.add_argument("--experiment", default="exp1", choices=["exp1", "exp2", "exp3"])

@@ -57,7 +57,7 @@ class DerivedNetwork(nn.Module):
                 self.classifier.bias.copy_(torch.einsum("r,ro->o", w, clf.bias))
             else:
                 self.classifier.load_state_dict(clf.linear.state_dict())
-        self.to(next(model.parameters()).device)
+        self.to(next(model.parameters()).device).to(memory_format=torch.channels_last)
 
     def forward(self, x):
         s0 = s1 = self.stem(x)
