@@ -174,6 +174,7 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--output", default=None, help="write the table as JSON here")
+    p.add_argument("--note", default="", help="a remark stored with the results (e.g. what else ran)")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -202,7 +203,8 @@ def main(argv=None):
         from pathlib import Path
         from .experiments import device_name, git_commit
         prov = (f"{device_name(dev)}, torch {torch.__version__}, commit {git_commit()}, "
-                f"{a.windows} windows x {a.steps} steps, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+                f"{a.windows} windows x {a.steps} steps, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+                + (f"; {a.note}" if a.note else ""))
         out = dict(provenance=prov, conv_ceiling_gflops=ceiling, derive_and_evaluate_s=dt,
                    speedup=exp1[0]["speedup"] if exp1 else None, rows=rows)
         path = Path(a.output)
