@@ -48,10 +48,14 @@ def results_path(cfg, root=None) -> Path:
     return root / cfg["profile"] / f"{run_name(cfg)}.json"
 
 
-def run(cfg=None, results_root=None, data_dir=None, device=None, stop_after_steps=None, **kw):
+def run(cfg=None, results_root=None, data_dir=None, device=None, stop_after_steps=None,
+        reevaluate=False, **kw):
     """Run the experiment of ``cfg`` (or ``config(**kw)``) and return its results dict.
 
-    Returns None when ``stop_after_steps`` stopped training early (checkpoint saved)."""
+    A finished run whose results file was written under the same configuration is
+    returned as it is (re-executing a notebook of a finished paper run takes seconds);
+    ``reevaluate=True`` derives and tests A-D again.  Returns None when
+    ``stop_after_steps`` stopped training early (checkpoint saved)."""
     cfg = cfg or config(**kw)
     if data_dir is not None:
         cfg["data_dir"] = data_dir
@@ -59,6 +63,11 @@ def run(cfg=None, results_root=None, data_dir=None, device=None, stop_after_step
         cfg["device"] = device
     out = results_path(cfg, results_root)
     run_dir = out.with_suffix("")
+    if out.exists() and not reevaluate:
+        old = json.loads(out.read_text())
+        ignore = {"device", "data_dir", "checkpoint_every", "progress"}
+        if all(old["config"].get(k) == v for k, v in cfg.items() if k not in ignore):
+            return old
     dev = pick_device(cfg["device"])
     splits = load(cfg["dataset"], cfg["data_dir"])
     trainer = Trainer(cfg, splits, run_dir, dev)

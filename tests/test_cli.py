@@ -51,3 +51,16 @@ def test_results_file_is_written_only_on_success(tmp_path):
     path = experiments.results_path(cfg, tmp_path)
     assert not path.exists()
     assert (path.with_suffix("") / "checkpoint.pt").exists()
+
+
+def test_finished_run_is_not_evaluated_again(tmp_path):
+    cfg = config("exp1", "authors_code", "smoke", 0, train_images=128, test_images=200, bn_images=128,
+                 latency_repeats=1, progress=False)
+    first = experiments.run(cfg, results_root=tmp_path)
+    path = experiments.results_path(cfg, tmp_path)
+    stamp = path.stat().st_mtime_ns
+    again = experiments.run(dict(cfg), results_root=tmp_path)
+    assert again == first and path.stat().st_mtime_ns == stamp
+    other = experiments.run(dict(cfg, test_images=100), results_root=tmp_path)  # evaluation changed
+    assert path.stat().st_mtime_ns != stamp
+    assert other["config"]["test_images"] == 100
