@@ -15,13 +15,7 @@ CASES = [(preset, k, shape) for preset in ("authors_code", "thesis_text") for k 
          for shape in ((1, 28), (3, 32))]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny batches: one thread is faster, and fair to the other jobs on a shared machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pair(preset, k, channels):

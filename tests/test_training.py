@@ -17,13 +17,7 @@ from hypernas.presets import config
 from hypernas.train import Trainer, read_log
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small batches on a shared 2-core machine: one thread is faster than two fighting
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
