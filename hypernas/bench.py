@@ -140,7 +140,7 @@ def bench_experiment(experiment, dev, windows=5, steps=3, batch=None):
     fast.eval()
     sA = torch.tensor(cfg["complexities"]["A"], device=dev)
     t0 = time.perf_counter()
-    net = DerivedNetwork(fast, fast.genotype(sA), sA)
+    net = DerivedNetwork(fast, fast.genotype(sA), sA).folded()
     out["derive_s"] = time.perf_counter() - t0
     xe = torch.randn(256, d["channels"], d["size"], d["size"], device=dev)
     out["derived_eval_img_s"] = 1.0 / latency(net, xe.shape[1:], 256, 5, dev)
@@ -161,7 +161,7 @@ def derive_and_evaluate_time(dev, n_bn=500, n_test=2000):
     t0 = time.perf_counter()
     net = DerivedNetwork(model, model.genotype(s), s)
     recalibrate_bn(net, splits, n_bn, device=dev)
-    accuracy(net, splits, n_test, device=dev)
+    accuracy(net.folded(), splits, n_test, device=dev)
     return time.perf_counter() - t0
 
 

@@ -14,25 +14,66 @@ import time
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_conv_bn_weights
 
 from .complexity import check_complexity
 from .genotype import Genotype, cell_edges, op_counts, weight_count_of
+from .ops import FactorizedReduce, SepConv
+
+
+def _take_relu(op) -> bool:
+    """Remove ``op``'s leading ReLU (the caller applies it, once per input tensor); True
+    if it had one.  Every conv-like op here starts with ReLU, so ops reading the same
+    node share one ReLU pass instead of one each."""
+    if isinstance(op, FactorizedReduce):
+        op.relu = nn.Identity()
+        return True
+    seq = op.net[0].net if isinstance(op, SepConv) else getattr(op, "net", None)
+    if isinstance(seq, nn.Sequential) and isinstance(seq[0], nn.ReLU):
+        seq[0] = nn.Identity()
+        return True
+    return False
 
 
 class DerivedCell(nn.Module):
+    """One cell with one op per edge.  The leading ReLU of the ops is taken out of them
+    and computed once per node (``relu_edges``); the cell's inputs arrive with their
+    ReLU applied (``pre0``/``pre1`` have theirs taken out too)."""
+
     def __init__(self, fast_cell, cell_index, net, ops_of_cell):
         super().__init__()
         self.reduction, self.n_nodes = fast_cell.reduction, fast_cell.n_nodes
         self.pre0, self.pre1 = copy.deepcopy(fast_cell.pre0), copy.deepcopy(fast_cell.pre1)
+        assert _take_relu(self.pre0) and _take_relu(self.pre1)
         self.edges = cell_edges(self.n_nodes)
         self.edge_ops = nn.ModuleList(net.export_edge(cell_index, e, net.ops.index(op))
                                       for e, op in enumerate(ops_of_cell))
+        self.relu_edges = [_take_relu(op) for op in self.edge_ops]
 
-    def forward(self, s0, s1):
-        states = [self.pre0(s0), self.pre1(s1)]
+    def forward(self, s0, s1, r0=None, r1=None):
+        """``r0``, ``r1``: ``relu(s0)``, ``relu(s1)`` when the caller has them."""
+        r0 = F.relu(s0) if r0 is None else r0
+        r1 = F.relu(s1) if r1 is None else r1
+        states = [self.pre0(r0), self.pre1(r1)]
+        relus = {}
         for j in range(2, self.n_nodes + 2):
-            states.append(sum(self.edge_ops[e](states[i])
-                              for e, (i, jj) in enumerate(self.edges) if jj == j))
+            h, fresh = None, False
+            for e, (i, jj) in enumerate(self.edges):
+                if jj != j:
+                    continue
+                x = states[i]
+                if self.relu_edges[e]:
+                    if i not in relus:
+                        relus[i] = F.relu(x)
+                    x = relus[i]
+                y = self.edge_ops[e](x)
+                if h is None:
+                    h = y
+                elif fresh:       # a tensor this loop made: add in place
+                    h = h.add_(y)
+                else:             # h may be an input (identity edge): a new tensor
+                    h, fresh = h + y, True
+            states.append(h)
         return torch.cat(states[2:], dim=1)
 
 
@@ -61,9 +102,38 @@ class DerivedNetwork(nn.Module):
 
     def forward(self, x):
         s0 = s1 = self.stem(x)
+        r0 = r1 = F.relu(s0)          # each cell output's ReLU, computed once for two cells
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1)
+            s0, s1 = s1, cell(s0, s1, r0, r1)
+            r0, r1 = r1, F.relu(s1)
         return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
+
+    def folded(self) -> "DerivedNetwork":
+        """A copy for inference with every BatchNorm that follows a convolution folded
+        into it (``w * gamma / sigma``, a bias); equal to ``self.eval()`` up to float
+        rounding, one pass over the activations fewer per convolution."""
+        net = copy.deepcopy(self).eval()
+        for m in list(net.modules()):
+            if isinstance(m, nn.Sequential):
+                for i in range(len(m) - 1):
+                    if isinstance(m[i], nn.Conv2d) and isinstance(m[i + 1], nn.BatchNorm2d):
+                        m[i] = fuse_conv_bn_eval(m[i], m[i + 1])
+                        m[i + 1] = nn.Identity()
+            elif isinstance(m, FactorizedReduce):
+                h = m.conv1.out_channels
+                m.conv1 = _fuse_part(m.conv1, m.bn, slice(0, h))
+                m.conv2 = _fuse_part(m.conv2, m.bn, slice(h, 2 * h))
+                m.bn = nn.Identity()
+        return net
+
+
+def _fuse_part(conv, bn, sl):
+    """``conv`` followed by the channels ``sl`` of ``bn``, as one conv with a bias."""
+    fused = copy.deepcopy(conv)
+    w, b = (t[sl] if t is not None else None for t in (bn.weight, bn.bias))
+    fused.weight, fused.bias = fuse_conv_bn_weights(
+        fused.weight, fused.bias, bn.running_mean[sl], bn.running_var[sl], bn.eps, w, b)
+    return fused
 
 
 def derive_network(model, s) -> DerivedNetwork:
@@ -131,7 +201,8 @@ def evaluate(model, splits, s, cfg, device="cpu", final_temperature=None):
     genotype = model.genotype(s)
     net = DerivedNetwork(model, genotype, s)
     recalibrate_bn(net, splits, cfg["bn_images"], device=device)
-    acc = accuracy(net, splits, cfg["test_images"], device=device)
+    inference = net.folded()
+    acc = accuracy(inference, splits, cfg["test_images"], device=device)
     derive_s = time.perf_counter() - t0
     t = final_temperature if final_temperature is not None else 1.0
     soft = accuracy(lambda xb: model(xb, s, t, "softmax"), splits, cfg["test_images"], device=device)
@@ -142,7 +213,7 @@ def evaluate(model, splits, s, cfg, device="cpu", final_temperature=None):
         weights=weight_count_of(genotype, cfg["width"], cfg["n_cells"]),
         weights_measured=sum(p.numel() for c in net.cells for p in c.edge_ops.parameters()),
         op_counts=op_counts(genotype),
-        latency_batch1_ms=1e3 * latency(net, shape, 1, cfg["latency_repeats"], device),
-        latency_batch256_ms_per_image=1e3 * latency(net, shape, 256, max(3, cfg["latency_repeats"] // 5), device),
+        latency_batch1_ms=1e3 * latency(inference, shape, 1, cfg["latency_repeats"], device),
+        latency_batch256_ms_per_image=1e3 * latency(inference, shape, 256, max(3, cfg["latency_repeats"] // 5), device),
         derive_and_test_s=derive_s,
     )
