@@ -16,6 +16,7 @@ The last line is ``speedup: X.XXx``, the exp1 training ratio.
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import time
 
@@ -27,6 +28,7 @@ from .data import DATASETS
 from .derived import DerivedNetwork, latency, recalibrate_bn
 from .presets import config
 from .reference import reference_model
+from .runtime import retained
 from .train import build_model
 
 
@@ -114,7 +116,8 @@ def bench_experiment(experiment, dev, windows=5, steps=3, batch=None):
         torch.manual_seed(1); b = ref(x_plain, s, t, "gumbel")
     max_diff = (a - b).abs().max().item()
 
-    out = {"experiment": experiment, "ops": cfg["ops"], "batch": B, "max_abs_diff": max_diff}
+    out = {"experiment": experiment, "ops": cfg["ops"], "batch": B, "max_abs_diff": max_diff,
+           "max_rel_diff": max_diff / b.abs().max().item()}
     for name, fn in steps_fn.items():
         fn()  # warm-up
         m, xx = models[name]
@@ -124,14 +127,21 @@ def bench_experiment(experiment, dev, windows=5, steps=3, batch=None):
             torch.cuda.reset_peak_memory_stats(); fn()
             out[f"{name}_peak_MB"] = torch.cuda.max_memory_allocated() / 2**20
     rates = {name: [] for name in steps_fn}
+    faults = {name: [0, 0.0] for name in steps_fn}   # minor page faults, system seconds
     for _ in range(windows):
         for name, fn in steps_fn.items():
+            r0 = resource.getrusage(resource.RUSAGE_SELF)
             t0 = time.perf_counter()
             for _ in range(steps):
                 fn()
             rates[name].append(steps * B / (time.perf_counter() - t0))
+            r1 = resource.getrusage(resource.RUSAGE_SELF)
+            faults[name][0] += r1.ru_minflt - r0.ru_minflt
+            faults[name][1] += r1.ru_stime - r0.ru_stime
     for name in rates:
         out[f"{name}_img_s"] = statistics.median(rates[name])
+        out[f"{name}_page_faults_per_step"] = faults[name][0] / (windows * steps)
+        out[f"{name}_system_s_per_step"] = faults[name][1] / (windows * steps)
         out[f"{name}_gflops"] = out[f"{name}_flops"] * out[f"{name}_img_s"] / B / 1e9
     out["speedup"] = out["fast_img_s"] / out["reference_img_s"]
     out["speedup_vs_cl"] = out["fast_img_s"] / out["reference_cl_img_s"]
@@ -184,15 +194,16 @@ def main(argv=None):
     print(f"plain 3x3 conv (64ch, 28x28, batch 64, fwd+bwd): {ceiling:.1f} GFLOP/s")
     rows = [bench_experiment(e, dev, a.windows, a.steps) for e in a.experiments]
     hdr = (f"{'exp':5} {'ops':>3} {'fast img/s':>10} {'ref img/s':>9} {'ratio':>6} {'refCL img/s':>11} {'ratio':>6} {'fast GF/s':>9} "
-           f"{'ref GF/s':>8} {'GFLOP/img':>9} {'fast MB':>8} {'ref MB':>7} {'max|diff|':>9} "
+           f"{'ref GF/s':>8} {'GFLOP/img':>9} {'fast MB':>8} {'ref MB':>7} {'rel diff':>9} {'faults/step':>11} "
            f"{'derived img/s':>13} {'b1 ms':>6}")
     print(hdr)
     for r in rows:
         print(f"{r['experiment']:5} {len(r['ops']):>3} {r['fast_img_s']:>10.1f} {r['reference_img_s']:>9.1f} "
               f"{r['speedup']:>5.2f}x {r['reference_cl_img_s']:>11.1f} {r['speedup_vs_cl']:>5.2f}x {r['fast_gflops']:>9.1f} {r['reference_gflops']:>8.1f} "
               f"{r['fast_flops'] / r['batch'] / 1e9:>9.3f} {r['fast_saved_MB']:>8.0f} {r['reference_saved_MB']:>7.0f} "
-              f"{r['max_abs_diff']:>9.1e} {r['derived_eval_img_s']:>13.0f} {r['derived_latency_b1_ms']:>6.2f}")
-    print("(MB: tensors saved for backward in one training forward; img/s: median of "
+              f"{r['max_rel_diff']:>9.1e} {r['fast_page_faults_per_step']:>11.0f} {r['derived_eval_img_s']:>13.0f} {r['derived_latency_b1_ms']:>6.2f}")
+    print("(MB: tensors saved for backward in one training forward; faults/step: minor page "
+          "faults per fast training step; img/s: median of "
           f"{a.windows} alternating windows of {a.steps} steps)")
     dt = derive_and_evaluate_time(dev)
     print(f"derive + BN recalibration (500 images) + test (2000 images) for a new s: {dt:.2f} s")
@@ -203,9 +214,11 @@ def main(argv=None):
         from pathlib import Path
         from .experiments import device_name, git_commit
         prov = (f"{device_name(dev)}, torch {torch.__version__}, commit {git_commit()}, "
-                f"{a.windows} windows x {a.steps} steps, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+                f"{a.windows} windows x {a.steps} steps, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+                f"freed memory {'retained' if retained() else 'returned to the OS (HYPERNAS_RETAIN_MEMORY=0)'}"
                 + (f"; {a.note}" if a.note else ""))
         out = dict(provenance=prov, conv_ceiling_gflops=ceiling, derive_and_evaluate_s=dt,
+                   retain_memory=retained(), threads=torch.get_num_threads(),
                    speedup=exp1[0]["speedup"] if exp1 else None, rows=rows)
         path = Path(a.output)
         path.parent.mkdir(parents=True, exist_ok=True)
