@@ -16,6 +16,7 @@ The last line is ``speedup: X.XXx``, the exp1 training ratio.
 from __future__ import annotations
 
 import argparse
+import copy
 import resource
 import statistics
 import time
@@ -115,9 +116,16 @@ def bench_experiment(experiment, dev, windows=5, steps=3, batch=None):
         torch.manual_seed(1); a = fast(x, s, t, "gumbel")
         torch.manual_seed(1); b = ref(x_plain, s, t, "gumbel")
     max_diff = (a - b).abs().max().item()
+    # the same comparison in float64, where rounding cannot hide a difference in the math
+    f64, r64 = copy.deepcopy(fast).double(), copy.deepcopy(ref).double()
+    with torch.no_grad():
+        torch.manual_seed(1); a64 = f64(x.double(), s.double(), t, "gumbel")
+        torch.manual_seed(1); b64 = r64(x_plain.double(), s.double(), t, "gumbel")
+    max_diff64 = (a64 - b64).abs().max().item()
+    del f64, r64
 
     out = {"experiment": experiment, "ops": cfg["ops"], "batch": B, "max_abs_diff": max_diff,
-           "max_rel_diff": max_diff / b.abs().max().item()}
+           "max_rel_diff": max_diff / b.abs().max().item(), "max_abs_diff_float64": max_diff64}
     for name, fn in steps_fn.items():
         fn()  # warm-up
         m, xx = models[name]
@@ -127,7 +135,7 @@ def bench_experiment(experiment, dev, windows=5, steps=3, batch=None):
             torch.cuda.reset_peak_memory_stats(); fn()
             out[f"{name}_peak_MB"] = torch.cuda.max_memory_allocated() / 2**20
     rates = {name: [] for name in steps_fn}
-    faults = {name: [0, 0.0] for name in steps_fn}   # minor page faults, system seconds
+    faults = {name: ([], []) for name in steps_fn}   # per window: minor page faults, system s
     for _ in range(windows):
         for name, fn in steps_fn.items():
             r0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -136,12 +144,12 @@ def bench_experiment(experiment, dev, windows=5, steps=3, batch=None):
                 fn()
             rates[name].append(steps * B / (time.perf_counter() - t0))
             r1 = resource.getrusage(resource.RUSAGE_SELF)
-            faults[name][0] += r1.ru_minflt - r0.ru_minflt
-            faults[name][1] += r1.ru_stime - r0.ru_stime
+            faults[name][0].append((r1.ru_minflt - r0.ru_minflt) / steps)
+            faults[name][1].append((r1.ru_stime - r0.ru_stime) / steps)
     for name in rates:
         out[f"{name}_img_s"] = statistics.median(rates[name])
-        out[f"{name}_page_faults_per_step"] = faults[name][0] / (windows * steps)
-        out[f"{name}_system_s_per_step"] = faults[name][1] / (windows * steps)
+        out[f"{name}_page_faults_per_step"] = statistics.median(faults[name][0])
+        out[f"{name}_system_s_per_step"] = statistics.median(faults[name][1])
         out[f"{name}_gflops"] = out[f"{name}_flops"] * out[f"{name}_img_s"] / B / 1e9
     out["speedup"] = out["fast_img_s"] / out["reference_img_s"]
     out["speedup_vs_cl"] = out["fast_img_s"] / out["reference_cl_img_s"]
@@ -175,6 +183,56 @@ def derive_and_evaluate_time(dev, n_bn=500, n_test=2000):
     return time.perf_counter() - t0
 
 
+_MEMORY_PROBE = """
+import json, resource, time, torch, torch.nn.functional as F
+from hypernas.derived import DerivedNetwork
+from hypernas.presets import config
+from hypernas.runtime import retained
+from hypernas.train import build_model
+torch.set_num_threads({threads})
+cfg = config("exp1", "authors_code", "paper")
+torch.manual_seed(0)
+m = build_model(cfg, 1).to(memory_format=torch.channels_last).train()
+x = torch.randn(64, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+y, s = torch.randint(0, 10, (64,)), torch.full((3,), 1 / 3)
+def step():
+    m.zero_grad(set_to_none=True)
+    F.cross_entropy(m(x, s, 1.0, "gumbel"), y).backward()
+def measure(fn, n, images):
+    fn(); fn(); fn()
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    for _ in range(n):
+        fn()
+    dt, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+    return dict(img_s=n * images / dt, page_faults=(r1.ru_minflt - r0.ru_minflt) / n,
+                system_s=(r1.ru_stime - r0.ru_stime) / n)
+out = dict(retained=retained(), train=measure(step, {steps}, 64))
+m.eval()
+net = DerivedNetwork(m, m.genotype(s), s).folded()
+xe = torch.randn(500, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+with torch.no_grad():
+    out["derived_eval"] = measure(lambda: net(xe), {steps}, 500)
+print(json.dumps(out))
+"""
+
+
+def memory_setting_effect(threads=1, steps=4):
+    """exp1 training steps and derived-network evaluation (batch 500) in two fresh
+    processes, freed memory retained (hypernas's default) and returned to the OS (glibc's
+    default): a process-wide setting cannot be alternated inside one process."""
+    import json
+    import os
+    import subprocess
+    import sys
+    res = {}
+    for name, flag in (("retained", "1"), ("returned", "0")):
+        env = {**os.environ, "HYPERNAS_RETAIN_MEMORY": flag, "OMP_NUM_THREADS": str(threads)}
+        out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE.format(threads=threads, steps=steps)],
+                             env=env, capture_output=True, text=True, check=True)
+        res[name] = json.loads(out.stdout.strip().splitlines()[-1])
+    return res
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="hypernas bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -184,6 +242,8 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--output", default=None, help="write the table as JSON here")
+    p.add_argument("--no-memory", action="store_true",
+                   help="skip the retained-vs-returned memory comparison (two extra processes)")
     p.add_argument("--note", default="", help="a remark stored with the results (e.g. what else ran)")
     a = p.parse_args(argv)
     if a.threads:
@@ -194,19 +254,27 @@ def main(argv=None):
     print(f"plain 3x3 conv (64ch, 28x28, batch 64, fwd+bwd): {ceiling:.1f} GFLOP/s")
     rows = [bench_experiment(e, dev, a.windows, a.steps) for e in a.experiments]
     hdr = (f"{'exp':5} {'ops':>3} {'fast img/s':>10} {'ref img/s':>9} {'ratio':>6} {'refCL img/s':>11} {'ratio':>6} {'fast GF/s':>9} "
-           f"{'ref GF/s':>8} {'GFLOP/img':>9} {'fast MB':>8} {'ref MB':>7} {'rel diff':>9} {'faults/step':>11} "
+           f"{'ref GF/s':>8} {'GFLOP/img':>9} {'fast MB':>8} {'ref MB':>7} {'diff f32':>9} {'diff f64':>9} {'faults/step':>11} "
            f"{'derived img/s':>13} {'b1 ms':>6}")
     print(hdr)
     for r in rows:
         print(f"{r['experiment']:5} {len(r['ops']):>3} {r['fast_img_s']:>10.1f} {r['reference_img_s']:>9.1f} "
               f"{r['speedup']:>5.2f}x {r['reference_cl_img_s']:>11.1f} {r['speedup_vs_cl']:>5.2f}x {r['fast_gflops']:>9.1f} {r['reference_gflops']:>8.1f} "
               f"{r['fast_flops'] / r['batch'] / 1e9:>9.3f} {r['fast_saved_MB']:>8.0f} {r['reference_saved_MB']:>7.0f} "
-              f"{r['max_rel_diff']:>9.1e} {r['fast_page_faults_per_step']:>11.0f} {r['derived_eval_img_s']:>13.0f} {r['derived_latency_b1_ms']:>6.2f}")
-    print("(MB: tensors saved for backward in one training forward; faults/step: minor page "
-          "faults per fast training step; img/s: median of "
+              f"{r['max_abs_diff']:>9.1e} {r['max_abs_diff_float64']:>9.1e} {r['fast_page_faults_per_step']:>11.0f} {r['derived_eval_img_s']:>13.0f} {r['derived_latency_b1_ms']:>6.2f}")
+    print("(diff: largest |fast - reference| of the logits, float32 and float64; "
+          "MB: tensors saved for backward in one training forward; faults/step: minor page "
+          "faults per fast training step, median over the windows; img/s: median of "
           f"{a.windows} alternating windows of {a.steps} steps)")
     dt = derive_and_evaluate_time(dev)
     print(f"derive + BN recalibration (500 images) + test (2000 images) for a new s: {dt:.2f} s")
+    memory = None
+    if not a.no_memory:
+        memory = memory_setting_effect(torch.get_num_threads())
+        print("freed memory (two fresh processes, exp1):  " + "   ".join(
+            f"{k}: train {v['train']['img_s']:.1f} img/s, {v['train']['page_faults']:.0f} faults and "
+            f"{v['train']['system_s']:.3f} s system per step; derived eval {v['derived_eval']['img_s']:.0f} img/s"
+            for k, v in memory.items()))
     exp1 = [r for r in rows if r["experiment"] == "exp1"]
     if a.output:
         import json
@@ -218,7 +286,7 @@ def main(argv=None):
                 f"freed memory {'retained' if retained() else 'returned to the OS (HYPERNAS_RETAIN_MEMORY=0)'}"
                 + (f"; {a.note}" if a.note else ""))
         out = dict(provenance=prov, conv_ceiling_gflops=ceiling, derive_and_evaluate_s=dt,
-                   retain_memory=retained(), threads=torch.get_num_threads(),
+                   retain_memory=retained(), threads=torch.get_num_threads(), memory_setting=memory,
                    speedup=exp1[0]["speedup"] if exp1 else None, rows=rows)
         path = Path(a.output)
         path.parent.mkdir(parents=True, exist_ok=True)
