@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 from .runtime import retain_freed_memory  # noqa: E402
 
-retain_freed_memory()  # see hypernas.runtime: reuse freed memory (no page faults)
+retain_freed_memory()  # see hypernas.runtime: reuse freed memory (fewer page faults)
 
 from .complexity import check_complexity, sample_simplex  # noqa: E402,F401
 from .genotype import Genotype, op_counts, weight_count_of  # noqa: E402,F401

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from .data import DATASETS
-from .derived import DerivedNetwork, latency, recalibrate_bn
+from .derived import DerivedNetwork, derive_and_test, latency
 from .presets import config
 from .reference import reference_model
 from .runtime import retained
@@ -174,46 +174,38 @@ def derive_and_evaluate_time(dev, n_bn=500, n_test=2000):
     splits = load("fashion_mnist", cfg["data_dir"])
     torch.manual_seed(0)
     model = build_model(cfg, 1).to(dev).to(memory_format=torch.channels_last).eval()
-    from .derived import accuracy
     s = torch.tensor([0.2, 0.5, 0.3], device=dev)
     t0 = time.perf_counter()
-    net = DerivedNetwork(model, model.genotype(s), s)
-    recalibrate_bn(net, splits, n_bn, device=dev)
-    accuracy(net.folded(), splits, n_test, device=dev)
+    derive_and_test(model, splits, s, n_bn, n_test, dev)
     return time.perf_counter() - t0
 
 
-_MEMORY_PROBE = """
-import json, resource, time, torch, torch.nn.functional as F
-from hypernas.derived import DerivedNetwork
-from hypernas.presets import config
-from hypernas.runtime import retained
-from hypernas.train import build_model
-torch.set_num_threads({threads})
-cfg = config("exp1", "authors_code", "paper")
-torch.manual_seed(0)
-m = build_model(cfg, 1).to(memory_format=torch.channels_last).train()
-x = torch.randn(64, 1, 28, 28).contiguous(memory_format=torch.channels_last)
-y, s = torch.randint(0, 10, (64,)), torch.full((3,), 1 / 3)
-def step():
-    m.zero_grad(set_to_none=True)
-    F.cross_entropy(m(x, s, 1.0, "gumbel"), y).backward()
-def measure(fn, n, images):
-    fn(); fn(); fn()
-    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-    for _ in range(n):
-        fn()
-    dt, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
-    return dict(img_s=n * images / dt, page_faults=(r1.ru_minflt - r0.ru_minflt) / n,
-                system_s=(r1.ru_stime - r0.ru_stime) / n)
-out = dict(retained=retained(), train=measure(step, {steps}, 64))
-m.eval()
-net = DerivedNetwork(m, m.genotype(s), s).folded()
-xe = torch.randn(500, 1, 28, 28).contiguous(memory_format=torch.channels_last)
-with torch.no_grad():
-    out["derived_eval"] = measure(lambda: net(xe), {steps}, 500)
-print(json.dumps(out))
-"""
+def _memory_probe(threads, steps):
+    """Run in a fresh process by :func:`memory_setting_effect`: print one JSON line."""
+    import json
+    torch.set_num_threads(threads)
+    dev = torch.device("cpu")
+    cfg = config("exp1", "authors_code", "paper")
+    torch.manual_seed(0)
+    m = build_model(cfg, 1).to(memory_format=torch.channels_last).train()
+    x = torch.randn(64, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    y, s = torch.randint(0, 10, (64,)), torch.full((3,), 1 / 3)
+
+    def measure(fn, images):
+        fn(); fn(); fn()
+        r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        for _ in range(steps):
+            fn()
+        dt, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+        return dict(img_s=steps * images / dt, page_faults=(r1.ru_minflt - r0.ru_minflt) / steps,
+                    system_s=(r1.ru_stime - r0.ru_stime) / steps)
+    out = dict(retained=retained(), train=measure(_train_step_fn(m, x, y, s, 1.0, dev), 64))
+    m.eval()
+    net = DerivedNetwork(m, m.genotype(s), s).folded()
+    xe = torch.randn(500, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        out["derived_eval"] = measure(lambda: net(xe), 500)
+    print(json.dumps(out))
 
 
 def memory_setting_effect(threads=1, steps=4):
@@ -224,11 +216,12 @@ def memory_setting_effect(threads=1, steps=4):
     import os
     import subprocess
     import sys
+    code = f"from hypernas.bench import _memory_probe; _memory_probe({int(threads)}, {int(steps)})"
     res = {}
     for name, flag in (("retained", "1"), ("returned", "0")):
         env = {**os.environ, "HYPERNAS_RETAIN_MEMORY": flag, "OMP_NUM_THREADS": str(threads)}
-        out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE.format(threads=threads, steps=steps)],
-                             env=env, capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, check=True)
         res[name] = json.loads(out.stdout.strip().splitlines()[-1])
     return res
 

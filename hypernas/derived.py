@@ -193,16 +193,24 @@ def latency(net, shape, batch, repeats=20, device="cpu"):
     return statistics.median(times) / batch
 
 
+def derive_and_test(model, splits, s, bn_images, test_images, device="cpu"):
+    """What a new ``s`` costs: its genotype, the derived network with BatchNorm
+    re-estimated on ``bn_images`` training images, the network's inference copy
+    (:meth:`DerivedNetwork.folded`) and that copy's accuracy on ``test_images``."""
+    genotype = model.genotype(s)
+    net = DerivedNetwork(model, genotype, s)
+    recalibrate_bn(net, splits, bn_images, device=device)
+    inference = net.folded()
+    return genotype, net, inference, accuracy(inference, splits, test_images, device=device)
+
+
 def evaluate(model, splits, s, cfg, device="cpu", final_temperature=None):
     """Everything the tables report for one complexity vector ``s``."""
     model.eval()
     s = check_complexity(s, model.ops).to(device)
     t0 = time.perf_counter()
-    genotype = model.genotype(s)
-    net = DerivedNetwork(model, genotype, s)
-    recalibrate_bn(net, splits, cfg["bn_images"], device=device)
-    inference = net.folded()
-    acc = accuracy(inference, splits, cfg["test_images"], device=device)
+    genotype, net, inference, acc = derive_and_test(model, splits, s, cfg["bn_images"],
+                                                    cfg["test_images"], device)
     derive_s = time.perf_counter() - t0
     t = final_temperature if final_temperature is not None else 1.0
     soft = accuracy(lambda xb: model(xb, s, t, "softmax"), splits, cfg["test_images"], device=device)

@@ -117,10 +117,12 @@ PROFILES = {
                   epochs=None, checkpoint_every=100, latency_repeats=30),
 }
 
-#: fields that do not change what training computes (where it runs, or only how the
-#: trained model is evaluated); a checkpoint may be resumed under other values of them
-RUNTIME_FIELDS = {"device", "data_dir", "checkpoint_every", "progress",
-                  "complexities", "test_images", "bn_images", "latency_repeats"}
+#: fields that change neither training nor evaluation (where a run executes and how it
+#: reports progress): a results file stays valid under other values of them
+PLACEMENT_FIELDS = {"device", "data_dir", "checkpoint_every", "progress"}
+#: fields that do not change what training computes (those, and how the trained model is
+#: evaluated); a checkpoint may be resumed under other values of them
+RUNTIME_FIELDS = PLACEMENT_FIELDS | {"complexities", "test_images", "bn_images", "latency_repeats"}
 
 
 def config(experiment="exp1", preset="authors_code", profile="smoke", seed=0, **overrides):
