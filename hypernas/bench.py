@@ -8,6 +8,9 @@ by torch's FlopCounterMode and the achieved GFLOP/s next to a plain 3x3 convolut
 (the practical ceiling of this machine), the memory held for the backward pass (saved
 activations; peak allocator memory on CUDA), and for a derived architecture its eval
 throughput, its latency per image and the time to derive and evaluate a new ``s``.
+On a GPU, whole training steps (data, forward, backward, both optimisers) are also
+timed eagerly and replayed from a CUDA graph, from identical states and inputs, with
+the largest parameter difference between the two after the same steps.
 
     hypernas bench [--experiments exp1 exp2 exp3] [--windows 5] [--steps 3]
 
@@ -25,12 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from .data import DATASETS
+from .data import DATASETS, Splits
 from .derived import DerivedNetwork, derive_and_test, latency
 from .presets import config
 from .reference import reference_model
 from .runtime import retained
-from .train import build_model
+from .train import Trainer, build_model, pick_device
 
 
 def _sync(dev):
@@ -166,6 +169,49 @@ def bench_experiment(experiment, dev, windows=5, steps=3, batch=None):
     return out
 
 
+def synthetic_splits(dataset, n, seed=0) -> Splits:
+    """Random pixels in ``dataset``'s shape (speed and equality need no real images)."""
+    d = DATASETS[dataset]
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, d["channels"], d["size"], d["size"]), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, d["classes"], (n,), generator=g)
+    return Splits(dataset, x, y, x[:n // 4], y[:n // 4], x[:n // 4], y[:n // 4], "synthetic")
+
+
+def cuda_graph_effect(experiment, dev, steps=20, run_dir="/tmp/hypernas-bench"):
+    """Training steps of :class:`~hypernas.train.Trainer` (authors_code, paper profile)
+    eager and replayed from a CUDA graph (:class:`~hypernas.train.GraphStep`): img/s of
+    each over ``steps`` timed steps after ``steps`` untimed ones (which include the
+    warm-up and the capture), and the largest |parameter difference| between the two
+    after all ``2 * steps`` steps from the same initial state, batches, ``s`` and
+    Gumbel draws."""
+    cfg = config(experiment, "authors_code", "paper", progress=False, cuda_graphs=True)
+    B = cfg["batch_size"]
+    splits = synthetic_splits(cfg["dataset"], B * steps)
+    out, states = {"experiment": experiment, "steps": 2 * steps}, {}
+    for mode in ("eager", "graph"):
+        tr = Trainer(cfg, splits, run_dir, dev)       # seeded: the same initial state
+        if mode == "eager":
+            tr._graph_step = None                     # same (capturable) optimisers, no graph
+        torch.manual_seed(1)                          # the same s and Gumbel draws
+        batches = [tr.batch(torch.arange(i * B, (i + 1) * B)) for i in range(steps)]
+        sums = torch.zeros(4, dtype=torch.float64, device=dev)
+        for x, y in batches:
+            sums += tr.train_step(x, y, 1.0)
+        _sync(dev)
+        t0 = time.perf_counter()
+        for x, y in batches:
+            sums += tr.train_step(x, y, 1.0)
+        _sync(dev)
+        out[f"{mode}_img_s"] = steps * B / (time.perf_counter() - t0)
+        out[f"{mode}_mean_loss"] = sums[0].item() / (2 * steps)
+        states[mode] = {k: v.detach().clone() for k, v in tr.model.state_dict().items()}
+    out["speedup"] = out["graph_img_s"] / out["eager_img_s"]
+    out["max_abs_param_diff"] = max((states["eager"][k].double() - states["graph"][k].double()).abs().max().item()
+                                    for k in states["eager"] if states["eager"][k].is_floating_point())
+    return out
+
+
 def derive_and_evaluate_time(dev, n_bn=500, n_test=2000):
     """Seconds to derive, recalibrate BN and test a new s on a trained-size supernet
     (weights random; the work is the same)."""
@@ -241,7 +287,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    dev = torch.device(a.device)
+    dev = pick_device(a.device)
     print(f"device: {dev}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     ceiling = conv_ceiling(dev)
     print(f"plain 3x3 conv (64ch, 28x28, batch 64, fwd+bwd): {ceiling:.1f} GFLOP/s")
@@ -261,6 +307,14 @@ def main(argv=None):
           f"{a.windows} alternating windows of {a.steps} steps)")
     dt = derive_and_evaluate_time(dev)
     print(f"derive + BN recalibration (500 images) + test (2000 images) for a new s: {dt:.2f} s")
+    graphs = None
+    if dev.type == "cuda":
+        graphs = [cuda_graph_effect(e, dev) for e in a.experiments]
+        print(f"{'exp':5} {'eager img/s':>11} {'graph img/s':>11} {'ratio':>6} {'max |param diff|':>16}  "
+              "(whole training steps, Trainer, authors_code)")
+        for g in graphs:
+            print(f"{g['experiment']:5} {g['eager_img_s']:>11.0f} {g['graph_img_s']:>11.0f} {g['speedup']:>5.2f}x "
+                  f"{g['max_abs_param_diff']:>16.1e}")
     memory = None
     if not a.no_memory:
         memory = memory_setting_effect(torch.get_num_threads())
@@ -280,7 +334,7 @@ def main(argv=None):
                 + (f"; {a.note}" if a.note else ""))
         out = dict(provenance=prov, conv_ceiling_gflops=ceiling, derive_and_evaluate_s=dt,
                    retain_memory=retained(), threads=torch.get_num_threads(), memory_setting=memory,
-                   speedup=exp1[0]["speedup"] if exp1 else None, rows=rows)
+                   speedup=exp1[0]["speedup"] if exp1 else None, rows=rows, cuda_graphs=graphs)
         path = Path(a.output)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")

@@ -27,14 +27,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def git_commit() -> str:
+    """The repository's commit (``+dirty`` with uncommitted changes to tracked files);
+    where git cannot tell (a copy of the tree on another machine), ``$HYPERNAS_COMMIT``
+    as set by whoever made the copy, else ``unknown``."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                              text=True, timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
                                capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else "unknown"
+        if out.returncode == 0:
+            return out.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        pass
+    return os.environ.get("HYPERNAS_COMMIT", "unknown")
 
 
 def device_name(device: torch.device) -> str:

@@ -119,7 +119,7 @@ PROFILES = {
 
 #: fields that change neither training nor evaluation (where a run executes and how it
 #: reports progress): a results file stays valid under other values of them
-PLACEMENT_FIELDS = {"device", "data_dir", "checkpoint_every", "progress"}
+PLACEMENT_FIELDS = {"device", "data_dir", "checkpoint_every", "progress", "cuda_graphs"}
 #: fields that do not change what training computes (those, and how the trained model is
 #: evaluated); a checkpoint may be resumed under other values of them
 RUNTIME_FIELDS = PLACEMENT_FIELDS | {"complexities", "test_images", "bn_images", "latency_repeats"}
@@ -137,7 +137,7 @@ def config(experiment="exp1", preset="authors_code", profile="smoke", seed=0, **
                dataset=exp["dataset"], ops=list(OP_SETS[preset][k]),
                complexities={a: normalized(v) for a, v in exp["complexities"].items()},
                width=16, n_cells=3, n_nodes=4, augment=("affine_vflip" if exp["dataset"] == "fashion_mnist" else "crop_hflip"),
-               log_every=20, device="auto", data_dir=None, progress=True)
+               log_every=20, device="auto", data_dir=None, progress=True, cuda_graphs=True)
     cfg.update(pre)
     cfg.update({key: v for key, v in prof.items()})
     cfg["epochs"] = exp["epochs"] if prof["epochs"] is None else prof["epochs"]

@@ -26,7 +26,10 @@ MODES = ("gumbel", "softmax", "discrete")
 def gumbel_softmax(alpha: torch.Tensor, temperature: float, sample_shape=()) -> torch.Tensor:
     """Reparameterised Gumbel-Softmax sample(s) of ``alpha`` (``(..., k)``), of shape
     ``sample_shape + alpha.shape``."""
-    dist = RelaxedOneHotCategorical(torch.as_tensor(float(temperature)), logits=alpha)
+    # validate_args=False: the argument checks would read the logits back from the GPU
+    # each step (and forbid capturing the step as a CUDA graph); the sample is the same
+    dist = RelaxedOneHotCategorical(torch.as_tensor(float(temperature)), logits=alpha,
+                                    validate_args=False)
     return dist.rsample(torch.Size(sample_shape))
 
 

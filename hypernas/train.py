@@ -32,9 +32,14 @@ from .relax import temperature
 
 
 def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """``"auto"``: a GPU when there is one.  On a GPU, float32 stays float32: TF32
+    (PyTorch's default for cuDNN convolutions) is turned off, so that GPU and CPU runs
+    compute in the same precision."""
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    return dev
 
 
 def build_model(cfg, in_channels, n_classes=10) -> HyperSupernet:
@@ -43,18 +48,21 @@ def build_model(cfg, in_channels, n_classes=10) -> HyperSupernet:
                          cfg["reference_init"], cfg["classifier_from_s"], cfg["per_image"])
 
 
-def build_optimizers(model, cfg):
+def build_optimizers(model, cfg, capturable=False):
+    """``capturable``: Adam keeps its step count on the GPU, so that a CUDA graph can
+    replay ``step()`` (same update; only for parameters on a GPU)."""
     if cfg["optimizer"] == "sgd+adam":
         w_opt = torch.optim.SGD(model.weights(), cfg["w_lr"], momentum=cfg["w_momentum"],
                                 weight_decay=cfg["w_weight_decay"])
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, cfg["epochs"], eta_min=cfg["w_lr_min"])
     elif cfg["optimizer"] == "adam":
-        w_opt = torch.optim.Adam(model.weights(), cfg["w_lr"], weight_decay=cfg["w_weight_decay"])
+        w_opt = torch.optim.Adam(model.weights(), cfg["w_lr"], weight_decay=cfg["w_weight_decay"],
+                                 capturable=capturable)
         sched = None
     else:
         raise ValueError(f"unknown optimizer {cfg['optimizer']!r}; choose 'sgd+adam' or 'adam'")
     h_opt = torch.optim.Adam(model.hypernet_parameters(), cfg["h_lr"], betas=tuple(cfg["h_betas"]),
-                             weight_decay=cfg["h_weight_decay"])
+                             weight_decay=cfg["h_weight_decay"], capturable=capturable)
     return w_opt, h_opt, sched
 
 
@@ -76,6 +84,9 @@ def config_mismatch(saved: dict, cfg: dict) -> list:
                   for k in keys if saved.get(k) != cfg.get(k))
 
 
+WINDOW_KEYS = ("loss", "task", "cost", "acc")
+
+
 class Trainer:
     """Train one configuration on in-memory ``splits`` in folder ``run_dir``."""
 
@@ -86,7 +97,10 @@ class Trainer:
         torch.manual_seed(cfg["seed"])
         self.model = build_model(cfg, splits.x_train.shape[1]).to(self.device)
         self.model = self.model.to(memory_format=torch.channels_last)
-        self.w_opt, self.h_opt, self.sched = build_optimizers(self.model, cfg)
+        self.graphs = self.device.type == "cuda" and cfg.get("cuda_graphs", True)
+        self.w_opt, self.h_opt, self.sched = build_optimizers(self.model, cfg, capturable=self.graphs)
+        self.cell_counts = torch.tensor(self.model.net.cell_counts, dtype=torch.float32, device=self.device)
+        self._graph_step = GraphStep(self) if self.graphs else None
         self.k = len(cfg["ops"])
         n = len(splits.x_train) if cfg["train_images"] is None else min(cfg["train_images"], len(splits.x_train))
         self.n_train = n
@@ -108,6 +122,8 @@ class Trainer:
 
     # -- state -------------------------------------------------------------------------
     def state(self):
+        if getattr(self, "_sums", None) is not None:
+            self.window.update(zip(WINDOW_KEYS, self._sums.tolist()))
         return dict(cfg=self.cfg, model=self.model.state_dict(), w_opt=self.w_opt.state_dict(),
                     h_opt=self.h_opt.state_dict(),
                     sched=self.sched.state_dict() if self.sched else None,
@@ -163,27 +179,43 @@ class Trainer:
         y = self.splits.y_train[idx]
         x = self.splits.normalize(x)
         x = augment(x, self.cfg["augment"], self.data_gen)
-        x = x.to(self.device).contiguous(memory_format=torch.channels_last)
-        return x, y.to(self.device)
+        return self._to_device(x).contiguous(memory_format=torch.channels_last), self._to_device(y)
+
+    def _to_device(self, t):
+        """To the device without waiting for it (a copy from pageable memory would wait
+        for the GPU to finish the queued work)."""
+        if self.device.type != "cuda":
+            return t
+        return t.pin_memory().to(self.device, non_blocking=True)
 
     # -- training ----------------------------------------------------------------------
     def train_step(self, x, y, t):
-        cfg, model = self.cfg, self.model
-        s = sample_simplex(self.k).to(self.device)
-        alpha = model.alpha(s)
-        logits = model.run(x, s, alpha, t, "gumbel")
-        task = F.cross_entropy(logits, y)
-        c = cost(alpha, s, model.net.cell_counts, t, cfg["cost_weights"])
-        loss = task + cfg["kappa"] * c
+        """One optimisation step on batch ``(x, y)`` at temperature ``t``; returns the
+        device tensor ``[loss, task loss, cost, accuracy]`` (float64), without waiting
+        for the device.  On a GPU the step is replayed from a CUDA graph."""
+        s = self._to_device(sample_simplex(self.k))
+        if self._graph_step is not None:
+            return self._graph_step(x, y, s, t)
         self.w_opt.zero_grad(set_to_none=True)
         self.h_opt.zero_grad(set_to_none=True)
+        return self._step(x, y, s, t)
+
+    def _step(self, x, y, s, t):
+        """The step's device work: no host synchronisation, no host-to-device copy, so
+        that it can be captured as a CUDA graph."""
+        cfg, model = self.cfg, self.model
+        alpha = model.hypernet(s, check=False)      # s ~ Uniform(simplex) needs no check
+        logits = model.run(x, s, alpha, t, "gumbel")
+        task = F.cross_entropy(logits, y)
+        c = cost(alpha, s, self.cell_counts, t, cfg["cost_weights"])
+        loss = task + cfg["kappa"] * c
         loss.backward()
         if cfg["grad_clip"]:
             torch.nn.utils.clip_grad_norm_(list(model.weights()), cfg["grad_clip"])
         self.w_opt.step()
         self.h_opt.step()
         acc = (logits.argmax(1) == y).float().mean()
-        return loss.detach(), task.detach(), c.detach(), acc
+        return torch.stack([loss.detach(), task.detach(), c.detach(), acc]).double()
 
     @torch.no_grad()
     def validate(self, t):
@@ -219,6 +251,10 @@ class Trainer:
         self.model.train()
         taken = 0
         window, window_t0 = self.window, time.perf_counter()
+        # running sums of [loss, task, cost, acc] on the device (float64, added in the
+        # same order as Python floats would be), read back only when a line is logged
+        sums = torch.tensor([window[key] for key in WINDOW_KEYS], dtype=torch.float64, device=self.device)
+        self._sums = sums
         while self.epoch < cfg["epochs"]:
             t = epoch_temperature(cfg, self.epoch)
             if self.perm is None:
@@ -232,24 +268,25 @@ class Trainer:
                 t0 = time.perf_counter()
                 b = cfg["batch_size"]
                 x, y = self.batch(self.perm[self.step * b:(self.step + 1) * b])
-                loss, task, c, acc = self.train_step(x, y, t)
+                sums += self.train_step(x, y, t)
                 self.step += 1; self.global_step += 1; taken += 1
-                dt = time.perf_counter() - t0
-                self.elapsed += dt
-                for key, v in (("loss", loss), ("task", task), ("cost", c), ("acc", acc)):
-                    window[key] += float(v)
                 window["n"] += 1
                 if bar:
                     bar.update(1)
                 if self.global_step % cfg["log_every"] == 0 or self.step == self.steps_per_epoch:
                     n = window["n"]
+                    window.update(zip(WINDOW_KEYS, sums.tolist()))   # waits for the device
                     wall = time.perf_counter() - window_t0
+                    self.elapsed += time.perf_counter() - t0
                     self.log(event="step", epoch=self.epoch, step=self.step, global_step=self.global_step,
                              temperature=t, loss=window["loss"] / n, task=window["task"] / n,
                              cost=window["cost"] / n, train_acc=window["acc"] / n,
                              img_per_s=n * b / wall if wall > 0 else None)
                     window.update(self._fresh_window())
+                    sums.zero_()
                     window_t0 = time.perf_counter()
+                else:
+                    self.elapsed += time.perf_counter() - t0
                 if self.step < self.steps_per_epoch and self.global_step % cfg["checkpoint_every"] == 0:
                     self.save()
             # end of epoch
@@ -271,6 +308,54 @@ class Trainer:
         if bar:
             bar.close()
         return self
+
+
+class GraphStep:
+    """The training step replayed from a CUDA graph.
+
+    A step is 3-5 thousand small kernels (C = 16, batch 64); launched one by one from
+    Python they leave a GPU idle most of the time.  Captured once, all of them launch
+    with one call.  Temperature and learning rates are constants of a capture, so the
+    step is captured again whenever they change (each epoch).  After each change the
+    first ``warmup`` steps run eagerly on a side stream, as CUDA needs before a capture.
+    Every call, eager or replayed, is one real training step on its own batch: the
+    inputs are copied into the capture's buffers, and the parameters, optimiser state
+    and BatchNorm statistics are updated in place."""
+
+    def __init__(self, trainer, warmup=2):
+        self.trainer, self.warmup = trainer, warmup
+        self.key, self.graph, self.inputs, self.out, self.eager_left = None, None, None, None, warmup
+
+    def _zero_grad(self):
+        self.trainer.w_opt.zero_grad(set_to_none=True)
+        self.trainer.h_opt.zero_grad(set_to_none=True)
+
+    def __call__(self, x, y, s, t):
+        tr = self.trainer
+        key = (t, tuple(g["lr"] for opt in (tr.w_opt, tr.h_opt) for g in opt.param_groups))
+        if key != self.key:
+            self.key, self.graph, self.inputs, self.out, self.eager_left = key, None, None, None, self.warmup
+        if self.eager_left > 0:
+            self.eager_left -= 1
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self._zero_grad()
+                out = tr._step(x, y, s, t)
+            torch.cuda.current_stream().wait_stream(side)
+            return out
+        if self.graph is None:
+            self.inputs = (x.clone(), y.clone(), s.clone())
+            self._zero_grad()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self.out = tr._step(*self.inputs, t)
+            self.graph = graph
+        else:
+            for buffer, value in zip(self.inputs, (x, y, s)):
+                buffer.copy_(value)
+        self.graph.replay()
+        return self.out
 
 
 def read_log(run_dir):
