@@ -27,9 +27,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def git_commit() -> str:
-    """The repository's commit (``+dirty`` with uncommitted changes to tracked files);
-    where git cannot tell (a copy of the tree on another machine), ``$HYPERNAS_COMMIT``
-    as set by whoever made the copy, else ``unknown``."""
+    """The repository's commit (``+dirty`` with uncommitted changes to tracked files).
+    ``$HYPERNAS_COMMIT``, when set, wins: on a copy of the tree on another machine git
+    may see another (stale) history, so whoever made the copy names the commit."""
+    if os.environ.get("HYPERNAS_COMMIT"):
+        return os.environ["HYPERNAS_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                              text=True, timeout=10)
@@ -39,7 +41,7 @@ def git_commit() -> str:
             return out.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         pass
-    return os.environ.get("HYPERNAS_COMMIT", "unknown")
+    return "unknown"
 
 
 def device_name(device: torch.device) -> str:

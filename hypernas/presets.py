@@ -137,7 +137,7 @@ def config(experiment="exp1", preset="authors_code", profile="smoke", seed=0, **
                dataset=exp["dataset"], ops=list(OP_SETS[preset][k]),
                complexities={a: normalized(v) for a, v in exp["complexities"].items()},
                width=16, n_cells=3, n_nodes=4, augment=("affine_vflip" if exp["dataset"] == "fashion_mnist" else "crop_hflip"),
-               log_every=20, device="auto", data_dir=None, progress=True, cuda_graphs=True)
+               log_every=20, device="auto", data_dir=None, progress=True, cuda_graphs=False)
     cfg.update(pre)
     cfg.update({key: v for key, v in prof.items()})
     cfg["epochs"] = exp["epochs"] if prof["epochs"] is None else prof["epochs"]

@@ -18,19 +18,26 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.distributions import RelaxedOneHotCategorical
 
 MODES = ("gumbel", "softmax", "discrete")
 
 
 def gumbel_softmax(alpha: torch.Tensor, temperature: float, sample_shape=()) -> torch.Tensor:
     """Reparameterised Gumbel-Softmax sample(s) of ``alpha`` (``(..., k)``), of shape
-    ``sample_shape + alpha.shape``."""
-    # validate_args=False: the argument checks would read the logits back from the GPU
-    # each step (and forbid capturing the step as a CUDA graph); the sample is the same
-    dist = RelaxedOneHotCategorical(torch.as_tensor(float(temperature)), logits=alpha,
-                                    validate_args=False)
-    return dist.rsample(torch.Size(sample_shape))
+    ``sample_shape + alpha.shape``: ``softmax((log_softmax(alpha) + g) / t)`` with
+    ``g = -log(-log(u))``, ``u ~ U(0, 1)``.
+
+    The arithmetic of ``torch.distributions.RelaxedOneHotCategorical(t, logits=alpha)
+    .rsample(sample_shape)``, op for op (the same numbers from the same random state),
+    without the distribution's argument checks: they read the logits back from a GPU
+    every step, which stalls it and forbids capturing the step as a CUDA graph."""
+    logits = alpha - alpha.logsumexp(dim=-1, keepdim=True)
+    eps = torch.finfo(alpha.dtype).eps
+    u = torch.rand(torch.Size(sample_shape) + alpha.shape, dtype=alpha.dtype,
+                   device=alpha.device).clamp(min=eps, max=1 - eps)
+    gumbels = -((-(u.log())).log())
+    scores = (logits + gumbels) / torch.as_tensor(float(temperature))
+    return (scores - scores.logsumexp(dim=-1, keepdim=True)).exp()
 
 
 def op_weights(alpha: torch.Tensor, temperature: float, mode: str,

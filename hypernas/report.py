@@ -77,6 +77,19 @@ def extra_rows(res) -> pd.DataFrame:
     return pd.DataFrame(rows, index=list(ARCHS)).T
 
 
+def replicate_table(runs: dict, experiment: str) -> pd.DataFrame:
+    """Two or more runs of one configuration (other device, other random draws) and the
+    published table, side by side: ``runs`` maps a label to a results dict."""
+    cols = {}
+    for k in ARCHS:
+        for label, res in runs.items():
+            cols[(k, label)] = ours_table(res)[k]
+        cols[(k, "published")] = published_table(experiment)[k]
+    df = pd.DataFrame(cols)
+    df.columns = pd.MultiIndex.from_tuples(df.columns)
+    return df.drop(index="Parameters")
+
+
 def provenance(res) -> pd.DataFrame:
     p = dict(res["provenance"])
     p["train_wall_min"] = round(p["train_wall_s"] / 60, 1)
@@ -89,7 +102,9 @@ def claims(res) -> list:
     out = []
     for arch, t in PENALISED.items():
         n, n_a = a[arch]["op_counts"][t], a["A"]["op_counts"][t]
-        if n == 0:
+        if n == 0 and n_a == 0:
+            verdict = f"not shown by this run: {arch} has no {t} op, but neither has A"
+        elif n == 0:
             verdict = f"supported: {arch} has no {t} op (A has {n_a})"
         elif n < n_a:
             verdict = f"partly supported: {arch} has {n} {t} op(s), fewer than A's {n_a}, but not none"

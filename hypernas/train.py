@@ -97,7 +97,8 @@ class Trainer:
         torch.manual_seed(cfg["seed"])
         self.model = build_model(cfg, splits.x_train.shape[1]).to(self.device)
         self.model = self.model.to(memory_format=torch.channels_last)
-        self.graphs = self.device.type == "cuda" and cfg.get("cuda_graphs", True)
+        # CUDA graphs: opt-in (cuda_graphs=True) until a GPU run has checked them; see GraphStep
+        self.graphs = self.device.type == "cuda" and bool(cfg.get("cuda_graphs", False))
         self.w_opt, self.h_opt, self.sched = build_optimizers(self.model, cfg, capturable=self.graphs)
         self.cell_counts = torch.tensor(self.model.net.cell_counts, dtype=torch.float32, device=self.device)
         self._graph_step = GraphStep(self) if self.graphs else None
@@ -320,7 +321,13 @@ class GraphStep:
     first ``warmup`` steps run eagerly on a side stream, as CUDA needs before a capture.
     Every call, eager or replayed, is one real training step on its own batch: the
     inputs are copied into the capture's buffers, and the parameters, optimiser state
-    and BatchNorm statistics are updated in place."""
+    and BatchNorm statistics are updated in place.
+
+    Opt-in (``cuda_graphs=True``).  Status: the first GPU run (an H200, 2026-11-28)
+    found the capture blocked by ``torch.distributions``' argument checks, which read
+    the logits back from the GPU; :func:`~hypernas.relax.gumbel_softmax` no longer uses
+    them, but no capture has been verified on a GPU since.  ``scripts/gpu_runs.py``
+    checks graph against eager steps before it lets a run use them."""
 
     def __init__(self, trainer, warmup=2):
         self.trainer, self.warmup = trainer, warmup
