@@ -18,7 +18,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_conv_bn_weights
 
 from .complexity import check_complexity
 from .genotype import Genotype, cell_edges, op_counts, weight_count_of
-from .ops import FactorizedReduce, SepConv
+from .ops import FactorizedReduce, PoolBN, SepConv
 
 
 def _take_relu(op) -> bool:
@@ -124,7 +124,44 @@ class DerivedNetwork(nn.Module):
                 m.conv1 = _fuse_part(m.conv1, m.bn, slice(0, h))
                 m.conv2 = _fuse_part(m.conv2, m.bn, slice(h, 2 * h))
                 m.bn = nn.Identity()
+        for cell in net.cells:
+            for i, op in enumerate(cell.edge_ops):
+                if isinstance(op, PoolBN) and isinstance(op.pool, nn.AvgPool2d):
+                    cell.edge_ops[i] = AvgPoolBN(op)
         return net
+
+
+class AvgPoolBN(nn.Module):
+    """``avg_pool_3x3`` (``count_include_pad=False``) and its BatchNorm, for inference:
+    one depthwise 3x3 convolution whose weights are the BatchNorm's scale, times
+    ``1 / count`` (how many in-image pixels each window covers), plus the BatchNorm's
+    shift.  The same function as ``PoolBN.eval()`` up to float rounding, and faster on
+    a CPU (oneDNN's depthwise convolution against ATen's pooling loop)."""
+
+    def __init__(self, pool_bn: PoolBN):
+        super().__init__()
+        bn, C = pool_bn.bn, pool_bn.bn.num_features
+        scale = 1.0 / torch.sqrt(bn.running_var + bn.eps)
+        if bn.weight is not None:
+            scale = scale * bn.weight
+        shift = -bn.running_mean * scale + (bn.bias if bn.bias is not None else 0.0)
+        self.register_buffer("weight", scale.detach().view(C, 1, 1, 1).expand(C, 1, 3, 3).contiguous())
+        self.register_buffer("shift", shift.detach().view(1, C, 1, 1))
+        self.stride, self.C = pool_bn.pool.stride, C
+        self._inv_count = {}
+
+    def inv_count(self, x):
+        key = (tuple(x.shape[-2:]), x.device, x.dtype)
+        if key not in self._inv_count:
+            ones = torch.ones(1, 1, *x.shape[-2:], device=x.device, dtype=x.dtype)
+            count = F.conv2d(ones, torch.ones(1, 1, 3, 3, device=x.device, dtype=x.dtype),
+                             stride=self.stride, padding=1)
+            self._inv_count[key] = 1.0 / count
+        return self._inv_count[key]
+
+    def forward(self, x):
+        y = F.conv2d(x, self.weight, None, self.stride, 1, 1, self.C)
+        return y.mul_(self.inv_count(x)).add_(self.shift)
 
 
 def _fuse_part(conv, bn, sl):
@@ -165,7 +202,10 @@ def recalibrate_bn(net, splits, n_images=2000, batch=250, device="cpu"):
 
 
 @torch.no_grad()
-def accuracy(fn, splits, n_images=None, batch=500, device="cpu", split="test"):
+def accuracy(fn, splits, n_images=None, batch=100, device="cpu", split="test"):
+    """Top-1 accuracy of ``fn`` on ``n_images`` of ``split``.  Batches of 100: on the
+    2-core CPU a derived network evaluated 2,000 images in about 1.6 s at batch 100-250
+    and 2.1-2.5 s at batch 500 (28x28 activations of 500 images no longer fit in cache)."""
     x, y = (splits.x_test, splits.y_test) if split == "test" else (splits.x_val, splits.y_val)
     correct = total = 0
     for xb, yb in _batches(splits, x, y, n_images, batch, device):

@@ -70,3 +70,24 @@ def test_folded_equals_eval(preset, k, shape):
         a, b = net(x), folded(x)
     assert (a - b).abs().max().item() < 1e-4 * (1 + a.abs().max().item())
     assert net.training is False and any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # ... in a copy
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("hw", [(7, 7), (8, 5), (28, 28)])
+def test_folded_avg_pool_equals_pool_and_bn(stride, hw):
+    """AvgPoolBN (depthwise conv x 1/count + shift) against avg_pool2d(count_include_pad=
+    False) + BatchNorm, at borders and odd sizes where the counts differ."""
+    from hypernas.derived import AvgPoolBN
+    from hypernas.ops import PoolBN
+    torch.manual_seed(3)
+    for affine in (False, True):
+        ref = PoolBN("avg", 6, stride, affine)
+        ref.bn.running_mean.uniform_(-1, 1); ref.bn.running_var.uniform_(0.2, 3)
+        if affine:
+            torch.nn.init.uniform_(ref.bn.weight, 0.5, 2); torch.nn.init.uniform_(ref.bn.bias, -1, 1)
+        ref.eval()
+        x = torch.randn(4, 6, *hw).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            a, b = ref(x), AvgPoolBN(ref)(x)
+        assert a.shape == b.shape
+        assert (a - b).abs().max().item() < 1e-5 * (1 + a.abs().max().item())

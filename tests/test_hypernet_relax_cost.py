@@ -166,6 +166,26 @@ def test_gumbel_softmax_is_softmax_of_perturbed_logits():
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape,sample_shape", [((3,), ()), ((2, 14, 3), (64,)), ((7, 2, 14, 5), ())])
+def test_gumbel_softmax_is_torch_distribution_bit_for_bit(dtype, shape, sample_shape):
+    """Our sampler spells out RelaxedOneHotCategorical.rsample (which checks its arguments
+    with a GPU read-back): from the same random state it must give the very same numbers,
+    or runs started with the distribution would not resume exactly."""
+    from torch.distributions import RelaxedOneHotCategorical
+    for t in (1.0, 0.36, 0.2):
+        alpha = (3 * torch.randn(shape, dtype=dtype)).requires_grad_()
+        torch.manual_seed(5)
+        want = RelaxedOneHotCategorical(torch.as_tensor(t), logits=alpha).rsample(torch.Size(sample_shape))
+        torch.manual_seed(5)
+        got = gumbel_softmax(alpha, t, sample_shape)
+        assert got.dtype == want.dtype and torch.equal(got, want)
+        w = torch.randn_like(got)
+        g_want, = torch.autograd.grad((want * w).sum(), alpha)
+        g_got, = torch.autograd.grad((got * w).sum(), alpha)
+        assert torch.equal(g_got, g_want)
+
+
 def test_gumbel_samples_follow_softmax_and_sharpen():
     torch.manual_seed(0)
     alpha = torch.tensor([1.0, 0.0, -0.5])
