@@ -121,9 +121,10 @@ class DerivedNetwork(nn.Module):
                         m[i + 1] = nn.Identity()
             elif isinstance(m, FactorizedReduce):
                 h = m.conv1.out_channels
-                m.conv1 = _fuse_part(m.conv1, m.bn, slice(0, h))
-                m.conv2 = _fuse_part(m.conv2, m.bn, slice(h, 2 * h))
+                m.conv1 = _subsampled(_fuse_part(m.conv1, m.bn, slice(0, h)))
+                m.conv2 = _subsampled(_fuse_part(m.conv2, m.bn, slice(h, 2 * h)))
                 m.bn = nn.Identity()
+                m.__class__ = SubsampledFactorizedReduce
         for cell in net.cells:
             for i, op in enumerate(cell.edge_ops):
                 if isinstance(op, PoolBN) and isinstance(op.pool, nn.AvgPool2d):
@@ -162,6 +163,22 @@ class AvgPoolBN(nn.Module):
     def forward(self, x):
         y = F.conv2d(x, self.weight, None, self.stride, 1, 1, self.C)
         return y.mul_(self.inv_count(x)).add_(self.shift)
+
+
+def _subsampled(conv):
+    """A 1x1 stride-2 convolution as a stride-1 one, for input already subsampled."""
+    conv.stride = (1, 1)
+    return conv
+
+
+class SubsampledFactorizedReduce(FactorizedReduce):
+    """FactorizedReduce for inference (BatchNorm folded, stride-1 convolutions): each 1x1
+    convolution reads only the pixels it uses (``x[::2, ::2]``, ``x[1::2, 1::2]``)
+    instead of a contiguous copy of ``x[1:, 1:]``."""
+
+    def forward(self, x):
+        x = self.relu(x)
+        return torch.cat([self.conv1(x[:, :, ::2, ::2]), self.conv2(x[:, :, 1::2, 1::2])], dim=1)
 
 
 def _fuse_part(conv, bn, sl):
