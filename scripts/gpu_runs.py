@@ -1,6 +1,7 @@
 """Paper-profile runs and the GPU benchmark on a lent GPU, in one call, inside a time limit.
 
     python3 scripts/gpu_runs.py OUT DATA_DIR [--budget 550] [--runs exp2:authors_code ...]
+                                [--resume-from results/h200]
 
 1. a check (seconds): whole training steps eager vs replayed from a CUDA graph for
    each experiment's configuration, from identical states and inputs (img/s of each,
@@ -42,6 +43,8 @@ def main():
     p.add_argument("--device", default="cuda", help="cpu: a dry run of this script (with --profile smoke)")
     p.add_argument("--profile", default="paper")
     p.add_argument("--check-steps", type=int, default=10)
+    p.add_argument("--resume-from", default=None,
+                   help="a results root (e.g. results/h200) whose unfinished runs' checkpoints to resume")
     a = p.parse_args()
     t_start = time.time()
     left = lambda: a.budget - (time.time() - t_start)  # noqa: E731
@@ -87,8 +90,16 @@ def main():
     print(f"runs use CUDA graphs: {graphs}", flush=True)
     (out / "check.json").write_text(json.dumps(check, indent=1))
 
-    # 2. the paper runs, concurrently
+    # 2. the paper runs, concurrently (resumed where --resume-from holds a checkpoint)
     procs = {}
+    if a.resume_from:
+        import shutil
+        for spec in a.runs:
+            exp, preset = spec.split(":")
+            src = Path(a.resume_from) / a.profile / f"{exp}-{preset}-seed0"
+            if (src / "checkpoint.pt").is_file():
+                shutil.copytree(src, work / "results" / a.profile / src.name, dirs_exist_ok=True)
+                print(f"resuming {src.name} from {src}", flush=True)
     for spec in a.runs:
         exp, preset = spec.split(":")
         name = f"{exp}-{preset}-seed0"
