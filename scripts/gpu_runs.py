@@ -43,6 +43,7 @@ def main():
     p.add_argument("--device", default="cuda", help="cpu: a dry run of this script (with --profile smoke)")
     p.add_argument("--profile", default="paper")
     p.add_argument("--check-steps", type=int, default=10)
+    p.add_argument("--no-bench", action="store_true")
     p.add_argument("--resume-from", default=None,
                    help="a results root (e.g. results/h200) whose unfinished runs' checkpoints to resume")
     a = p.parse_args()
@@ -123,7 +124,7 @@ def main():
                   f"(finished at {time.time() - t_start:.0f} s)", flush=True)
 
     # 3. the benchmark, if there is time
-    if left() > 150:
+    if not a.no_bench and left() > 150:
         cmd = [sys.executable, "-m", "hypernas.cli", "bench", "--device", a.device, "--windows", "3", "--steps", "3",
                "--no-memory", "--output", str(out / "bench-gpu.json"),
                "--note", "run on a lent H200 right after the paper runs"]
