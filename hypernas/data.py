@@ -4,7 +4,7 @@ Where the data comes from, in order:
 
 1. ``data_dir`` (argument) or the ``HYPERNAS_DATA`` environment variable, searched for
    * torchvision's layout (``FashionMNIST/raw/*-ubyte[.gz]``, ``cifar-10-batches-py/``),
-   * plain IDX files (``train-images-idx3-ubyte[.gz]`` ...; Debian's
+   * plain IDX files (``train-images-idx3-ubyte[.gz|.xz]`` ...; Debian's
      ``dataset-fashion-mnist`` puts them in ``/usr/share/datasets/fashion-mnist``),
    * an ``.npz`` with ``x_train, y_train, x_test, y_test`` (``<name>.npz``, also one
      folder down, e.g. ``cifar10/cifar10.npz``);
@@ -64,7 +64,8 @@ class Splits:
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
+    import lzma
+    opener = {".gz": gzip.open, ".xz": lzma.open}.get(path.suffix, open)
     with opener(path, "rb") as f:
         data = f.read()
     ndim = data[3]
@@ -73,7 +74,7 @@ def _read_idx(path: Path) -> np.ndarray:
 
 
 def _find_idx(folder: Path, stem: str):
-    for name in (stem, stem + ".gz"):
+    for name in (stem, stem + ".gz", stem + ".xz"):
         if (folder / name).is_file():
             return folder / name
     return None
@@ -192,7 +193,7 @@ def _how_to_provide(name, root, download):
              f"  - with internet: leave download on; torchvision fetches it into the data directory",
              f"  - set the data directory (argument data_dir=... / --data-dir, or ${ENV_VAR}) to a folder holding"]
     if name == "fashion_mnist":
-        lines += ["      the four IDX files (train-images-idx3-ubyte[.gz], ...), e.g. Debian's "
+        lines += ["      the four IDX files (train-images-idx3-ubyte[.gz|.xz], ...), e.g. Debian's "
                   f"`apt-get install dataset-fashion-mnist` ({DEBIAN_FMNIST}),",
                   f"      or torchvision's layout {tv}/raw/, or fashion_mnist.npz"]
     else:

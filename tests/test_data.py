@@ -198,3 +198,14 @@ def test_augment_none_and_unknown(fmnist):
     assert augment(x, "none", torch.Generator()) is x
     with pytest.raises(ValueError, match="augmentation"):
         augment(x, "mixup", torch.Generator())
+
+
+def test_idx_files_compressed_with_xz(tmp_path, fmnist):
+    """xz-compressed IDX files (smaller than .gz: what travels to a lent GPU) load the same."""
+    import lzma
+    for gz in sorted(data.DEBIAN_FMNIST.glob("*-ubyte.gz")):
+        with gzip.open(gz, "rb") as src, lzma.open(tmp_path / (gz.name[:-3] + ".xz"), "wb", preset=1) as dst:
+            shutil.copyfileobj(src, dst)
+    sp = load("fashion_mnist", tmp_path, download=False)
+    assert sp.source == str(tmp_path)
+    assert torch.equal(sp.x_train, fmnist.x_train) and torch.equal(sp.y_test, fmnist.y_test)
