@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -21,33 +19,8 @@ from . import __version__
 from .data import load
 from .derived import evaluate
 from .presets import PLACEMENT_FIELDS, config, run_name
+from .provenance import ROOT, device_name, git_commit
 from .train import Trainer, epoch_temperature, pick_device, read_log
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def git_commit() -> str:
-    """The repository's commit (``+dirty`` with uncommitted changes to tracked files).
-    ``$HYPERNAS_COMMIT``, when set, wins: on a copy of the tree on another machine git
-    may see another (stale) history, so whoever made the copy names the commit."""
-    if os.environ.get("HYPERNAS_COMMIT"):
-        return os.environ["HYPERNAS_COMMIT"]
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        if out.returncode == 0:
-            return out.stdout.strip() + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return "unknown"
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def results_path(cfg, root=None) -> Path:
@@ -95,6 +68,9 @@ def run(cfg=None, results_root=None, data_dir=None, device=None, stop_after_step
                         device=device_name(dev), commit=git_commit(), hypernas=__version__,
                         torch=torch.__version__, train_wall_s=round(trainer.elapsed, 1),
                         data_source=splits.source,
+                        # each stretch of training: first step, device, threads, commit
+                        # (recorded since 2026-11-29; older checkpoints have none)
+                        training_segments=trainer.segments,
                         finished=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())),
         training=dict(final_temperature=t_final,
                       val_acc_soft_uniform=[r["val_acc_soft_uniform"] for r in epochs],

@@ -93,7 +93,20 @@ def replicate_table(runs: dict, experiment: str) -> pd.DataFrame:
 def provenance(res) -> pd.DataFrame:
     p = dict(res["provenance"])
     p["train_wall_min"] = round(p["train_wall_s"] / 60, 1)
+    if "training_segments" in p:
+        p["training_segments"] = segments_text(p["training_segments"])
     return pd.DataFrame({"value": {k: str(v) for k, v in p.items()}})
+
+
+def segments_text(segments) -> str:
+    """Where each stretch of a run's training ran, in one line."""
+    if not segments:
+        return "not recorded (the run's checkpoints predate the record)"
+    first = "" if segments[0]["from_step"] == 0 else (
+        f"steps before {segments[0]['from_step']}: not recorded; ")
+    return first + "; ".join(
+        f"from step {r['from_step']}: {r['device']}, {r['threads']} thread(s), commit {r['commit']}"
+        for r in segments)
 
 
 def claims(res) -> list:

@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -28,6 +29,7 @@ from .cost import cost
 from .data import augment
 from .model import HyperSupernet
 from .presets import RUNTIME_FIELDS
+from .provenance import placement_change, segment
 from .relax import temperature
 
 
@@ -114,6 +116,9 @@ class Trainer:
         self.log_lines = 0
         self.done = False
         self.window = self._fresh_window()
+        self._sums = None      # the window's sums on the device while fit() runs
+        #: one record per stretch of training (fit call): first step, device, threads, commit
+        self.segments = []
 
     @staticmethod
     def _fresh_window():
@@ -123,14 +128,14 @@ class Trainer:
 
     # -- state -------------------------------------------------------------------------
     def state(self):
-        if getattr(self, "_sums", None) is not None:
+        if self._sums is not None:
             self.window.update(zip(WINDOW_KEYS, self._sums.tolist()))
         return dict(cfg=self.cfg, model=self.model.state_dict(), w_opt=self.w_opt.state_dict(),
                     h_opt=self.h_opt.state_dict(),
                     sched=self.sched.state_dict() if self.sched else None,
                     epoch=self.epoch, step=self.step, global_step=self.global_step,
                     elapsed=self.elapsed, perm=self.perm, log_lines=self.log_lines, done=self.done,
-                    window=dict(self.window),
+                    window=dict(self.window), segments=[dict(r) for r in self.segments],
                     rng=dict(torch=torch.get_rng_state(), data=self.data_gen.get_state(),
                              cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None))
 
@@ -152,6 +157,7 @@ class Trainer:
         for key in ("epoch", "step", "global_step", "elapsed", "perm", "log_lines", "done"):
             setattr(self, key, st[key])
         self.window = dict(st.get("window") or self._fresh_window())
+        self.segments = [dict(r) for r in st.get("segments") or []]
         torch.set_rng_state(st["rng"]["torch"])
         self.data_gen.set_state(st["rng"]["data"])
         if st["rng"]["cuda"] is not None and torch.cuda.is_available():
@@ -241,6 +247,13 @@ class Trainer:
             self.load(ckpt)
         if self.done:
             return self
+        now = segment(self.device, self.global_step)
+        if self.segments and self.global_step > 0:
+            change = placement_change(self.segments[-1], now)
+            if change:
+                warnings.warn(f"{self.run_dir}: resuming at step {self.global_step}: {change}",
+                              stacklevel=2)
+        self.segments.append(now)
         cfg = self.cfg
         progress = cfg["progress"] if progress is None else progress
         bar = None

@@ -43,6 +43,9 @@ def test_gpu_runs_dry_run_resumes_and_packs(tmp_path):
         log = [json.loads(l) for l in tar.extractfile("exp1-authors_code-seed0/log.jsonl").read().splitlines()]
         console = tar.extractfile("exp1-authors_code-seed0.out").read().decode()
     assert res["provenance"]["commit"] == "abc1234"
+    segments = res["provenance"]["training_segments"]      # this process resumed at step 2
+    assert [r["from_step"] for r in segments] == [0, 2]
+    assert (segments[1]["commit"], segments[1]["threads"]) == ("abc1234", 1)
     assert set(res["architectures"]) == {"A", "B", "C", "D"}
     steps = [r["global_step"] for r in log if r["event"] == "step"]
     assert steps == sorted(steps) and steps[-1] == 4

@@ -42,3 +42,16 @@ def test_replicate_table_puts_runs_beside_published():
     assert df.loc["Pooling ops", ("C", "CPU")] == 2 and df.loc["Pooling ops", ("C", "H200")] == 3
     assert df.loc["Pooling ops", ("A", "published")] == report.PUBLISHED["exp1"]["Pooling ops"][0]
     assert "Parameters" not in df.index
+
+
+def test_provenance_lists_training_segments():
+    seg = lambda step, threads, commit: dict(from_step=step, device=f"cpu (x86_64, {threads} threads)",
+                                             threads=threads, commit=commit, started="")
+    res = dict(provenance=dict(train_wall_s=600.0, commit="c3",
+                               training_segments=[seg(5800, 1, "c2"), seg(9000, 2, "c3")]))
+    text = report.provenance(res).loc["training_segments", "value"]
+    assert text.startswith("steps before 5800: not recorded; from step 5800: ")
+    assert text.index("commit c2") < text.index("from step 9000") < text.index("2 thread(s)")
+    res["provenance"]["training_segments"] = []
+    assert "not recorded" in report.provenance(res).loc["training_segments", "value"]
+    assert report.provenance(res).loc["train_wall_min", "value"] == "10.0"

@@ -1,8 +1,10 @@
 """Training on real Fashion-MNIST: it learns, the cost steers the hypernetwork, and an
 interrupted run resumes bit-identically.  Needs the data set: without it these tests
 fail with the library's DataNotFound message (they never skip)."""
+import itertools
 import json
 import shutil
+import warnings
 
 import pytest
 import torch
@@ -155,6 +157,7 @@ def _log_without_timing(d):
 def _ckpt(d):
     st = torch.load(d / "checkpoint.pt", weights_only=False)
     st.pop("elapsed")
+    st.pop("segments")      # when and where each stretch of training ran
     return st
 
 
@@ -177,6 +180,11 @@ def test_resume_is_bit_identical(splits, run_a, tmp_path, stops, where):
         f.write(json.dumps({"event": "step", "global_step": 999}) + "\n")
     trainer_b = Trainer(_resume_cfg(), splits, dir_b, "cpu").fit()   # a new Trainer object
     assert trainer_b.done and trainer_b.global_step == trainer_a.global_step == 8
+    # each stretch of training is on record: where it started, on what, with how many threads
+    segments = torch.load(dir_b / "checkpoint.pt", weights_only=False)["segments"]
+    assert [r["from_step"] for r in segments] == [0, *itertools.accumulate(stops)]
+    assert {r["threads"] for r in segments} == {torch.get_num_threads()}
+    assert [r["from_step"] for r in trainer_a.segments] == [0]
 
     _assert_same(trainer_a.model.state_dict(), trainer_b.model.state_dict(), "model")
     _assert_same(trainer_a.w_opt.state_dict(), trainer_b.w_opt.state_dict(), "w_opt")
@@ -197,6 +205,27 @@ def test_resume_is_bit_identical(splits, run_a, tmp_path, stops, where):
             == [{k: v for k, v in r.items() if k not in windowed} for r in log_b])
     if stops == (4,):    # resumed at a log boundary: the windows line up, all equal
         assert log_a == log_b
+
+
+def test_resume_under_another_thread_count_warns(splits, tmp_path):
+    """Float results depend on the thread count (a sum split over two threads adds in
+    another order), so resuming under another one is not exact: the trainer says so and
+    names the setting that makes it exact; under the same count it says nothing."""
+    d = tmp_path / "run"
+    before = torch.get_num_threads()
+    other = 2 if before == 1 else 1
+    Trainer(_resume_cfg(), splits, d, "cpu").fit(stop_after_steps=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                 # same threads: no warning
+        Trainer(_resume_cfg(), splits, d, "cpu").fit(stop_after_steps=1)
+    torch.set_num_threads(other)
+    try:
+        with pytest.warns(UserWarning, match=f"resuming at step 3.*OMP_NUM_THREADS={before}"):
+            trainer = Trainer(_resume_cfg(), splits, d, "cpu").fit(stop_after_steps=1)
+    finally:
+        torch.set_num_threads(before)
+    assert [(r["from_step"], r["threads"]) for r in trainer.segments] == [
+        (0, before), (2, before), (3, other)]
 
 
 def test_resumed_log_metrics_equal_uninterrupted(splits, run_a, tmp_path):
