@@ -1,8 +1,6 @@
 """hypernas.provenance: the commit a result names, on a throwaway git repository."""
 import subprocess
 
-import pytest
-
 from hypernas import provenance
 
 
