@@ -19,15 +19,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def git_commit() -> str:
-    """The repository's commit (``+dirty`` with uncommitted changes to tracked files).
-    ``$HYPERNAS_COMMIT``, when set, wins: on a copy of the tree on another machine git
-    may see another (stale) history, so whoever made the copy names the commit."""
+    """The repository's commit (``+dirty`` with uncommitted changes to tracked files
+    other than ``results/`` and ``figures/``: those are what runs write, e.g. the
+    checkpoint of a paper run still training, not code).  ``$HYPERNAS_COMMIT``, when
+    set, wins: on a copy of the tree on another machine git may see another (stale)
+    history, so whoever made the copy names the commit."""
     if os.environ.get("HYPERNAS_COMMIT"):
         return os.environ["HYPERNAS_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                              text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":(exclude)results", ":(exclude)figures"], cwd=ROOT,
                                capture_output=True, text=True, timeout=10).stdout.strip()
         if out.returncode == 0:
             return out.stdout.strip() + ("+dirty" if dirty else "")
