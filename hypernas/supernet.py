@@ -63,6 +63,36 @@ class _BN(nn.Module):
         bn.num_batches_tracked.copy_(self.num_batches_tracked)
 
 
+_POOL_CONSTANTS = {}
+
+
+def avg_pool_3x3(x, stride):
+    """``F.avg_pool2d(x, 3, stride, 1, count_include_pad=False)`` on a CPU as a depthwise
+    convolution with weights 1, times ``1 / count`` (how many in-image pixels each window
+    covers): the same function up to float rounding, and 2-4x faster forward and backward
+    at 28x28 (oneDNN's depthwise kernel against ATen's pooling loop).  Other devices pool."""
+    if x.device.type != "cpu":
+        return F.avg_pool2d(x, 3, stride, 1, count_include_pad=False)
+    C, (H, W) = x.shape[1], x.shape[-2:]
+    key = (C, H, W, stride, x.dtype)
+    if key not in _POOL_CONSTANTS:
+        ones = torch.ones(C, 1, 3, 3, dtype=x.dtype)
+        count = F.conv2d(torch.ones(1, 1, H, W, dtype=x.dtype), ones[:1], None, stride, 1)
+        _POOL_CONSTANTS[key] = (ones, 1.0 / count)
+    ones, inv_count = _POOL_CONSTANTS[key]
+    return F.conv2d(x, ones, None, stride, 1, 1, C) * inv_count
+
+
+def factorized_reduce(fr: FactorizedReduce, x):
+    """``fr(x)`` (ReLU, two 1x1 stride-2 convs on offset grids, BN) with each conv reading
+    only the pixels it uses (``x[::2, ::2]``, ``x[1::2, 1::2]``) at stride 1, instead of
+    a strided conv over all of ``x`` and over a copy of ``x[1:, 1:]``; same weights and
+    state, faster forward and backward on a CPU."""
+    x = fr.relu(x)
+    return fr.bn(torch.cat([F.conv2d(x[:, :, ::2, ::2], fr.conv1.weight),
+                            F.conv2d(x[:, :, 1::2, 1::2], fr.conv2.weight)], dim=1))
+
+
 class SharedPool(nn.Module):
     """Pool + BN computed once per source node, shared by all its outgoing edges."""
     shared = True
@@ -76,7 +106,7 @@ class SharedPool(nn.Module):
         if self.name == "max_pool_3x3":
             y = F.max_pool2d(x, 3, self.stride, 1)
         else:
-            y = F.avg_pool2d(x, 3, self.stride, 1, count_include_pad=False)
+            y = avg_pool_3x3(x, self.stride)
         return self.bn(y)
 
     def export(self, t):
@@ -173,9 +203,9 @@ class FusedFactorizedReduce(nn.Module):
 
     def forward(self, x):
         E, h = self.E, self.C // 2
-        x = F.relu(x)
-        a = F.conv2d(x, self.conv1, None, 2).unflatten(1, (E, h))
-        b = F.conv2d(x[:, :, 1:, 1:], self.conv2, None, 2).unflatten(1, (E, h))
+        x = F.relu(x)       # the convs read the pixels they use (see factorized_reduce)
+        a = F.conv2d(x[:, :, ::2, ::2], self.conv1).unflatten(1, (E, h))
+        b = F.conv2d(x[:, :, 1::2, 1::2], self.conv2).unflatten(1, (E, h))
         y = torch.cat([a, b], 2).flatten(1, 2).contiguous(memory_format=_format(x))
         return self.bn(y)
 
@@ -255,7 +285,8 @@ class SearchCell(nn.Module):
 
     def forward(self, s0, s1, gamma, skip_zero=False):
         """``gamma``: ``(B or 1, edges, k)`` op weights of this cell type."""
-        states = [self.pre0(s0), self.pre1(s1)]
+        pre0 = factorized_reduce(self.pre0, s0) if isinstance(self.pre0, FactorizedReduce) else self.pre0(s0)
+        states = [pre0, self.pre1(s1)]
         acc = {}
         for src in self.sources:
             x = states[src.source] if src.source < 2 else acc[src.source]

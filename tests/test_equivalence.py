@@ -127,3 +127,43 @@ def test_gradients_equal(preset, k):
         rel = ((g - r).norm() / r.norm().clamp_min(1e-12)).item()
         assert rel < 1e-4, (name, rel)
         assert r.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "cl"])
+@pytest.mark.parametrize("size,stride", [(28, 1), (28, 2), (14, 2), (7, 1), (8, 2), (9, 1)])
+def test_avg_pool_as_convolution_equals_pooling(size, stride, fmt):
+    """The fast supernet's avg_pool_3x3 (a depthwise conv of ones times 1/count) is
+    F.avg_pool2d(count_include_pad=False): values and input gradients, borders included."""
+    from hypernas.supernet import avg_pool_3x3
+    torch.manual_seed(0)
+    x = torch.randn(4, 6, size, size).contiguous(memory_format=fmt).requires_grad_()
+    a = F.avg_pool2d(x, 3, stride, 1, count_include_pad=False)
+    b = avg_pool_3x3(x, stride)
+    assert a.shape == b.shape and _maxdiff(a, b) < 1e-6
+    g = torch.randn_like(a)
+    ga, = torch.autograd.grad(a, x, g)
+    gb, = torch.autograd.grad(b, x, g)
+    assert _maxdiff(ga, gb) < 1e-6
+    assert b.is_contiguous(memory_format=fmt)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "cl"])
+@pytest.mark.parametrize("size", [28, 14, 32, 8])
+def test_subsampled_factorized_reduce_equals_the_module(size, fmt):
+    """factorized_reduce(fr, x) (1x1 convs on x[::2, ::2] and x[1::2, 1::2]) equals
+    fr(x) (strided convs on x and x[1:, 1:]): output, gradients, BatchNorm statistics."""
+    from hypernas.ops import FactorizedReduce
+    from hypernas.supernet import factorized_reduce
+    torch.manual_seed(0)
+    fr = FactorizedReduce(12, 16).train()
+    fr2 = __import__("copy").deepcopy(fr)
+    x = torch.randn(5, 12, size, size).contiguous(memory_format=fmt).requires_grad_()
+    a, b = fr(x), factorized_reduce(fr2, x)
+    assert a.shape == b.shape == (5, 16, size // 2, size // 2) and _maxdiff(a, b) < TOL
+    g = torch.randn_like(a)
+    ga = torch.autograd.grad(a, [x, fr.conv1.weight, fr.conv2.weight], g)
+    gb = torch.autograd.grad(b, [x, fr2.conv1.weight, fr2.conv2.weight], g)
+    for p, q in zip(ga, gb):        # weight gradients sum 5 x 14 x 14 products: relative
+        assert _maxdiff(p, q) < TOL * max(1.0, p.abs().max().item()), (_maxdiff(p, q), p.abs().max())
+    for name, buf in _bn_buffers(fr).items():
+        assert _maxdiff(buf.float(), _bn_buffers(fr2)[name].float()) < TOL, name
