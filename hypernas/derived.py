@@ -18,7 +18,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_conv_bn_weights
 
 from .complexity import check_complexity
 from .genotype import Genotype, cell_edges, op_counts, weight_count_of
-from .ops import FactorizedReduce, PoolBN, SepConv
+from .ops import FactorizedReduce, PoolBN, SepConv, SubsampledFactorizedReduce, pool_inverse_count
 
 
 def _take_relu(op) -> bool:
@@ -121,8 +121,8 @@ class DerivedNetwork(nn.Module):
                         m[i + 1] = nn.Identity()
             elif isinstance(m, FactorizedReduce):
                 h = m.conv1.out_channels
-                m.conv1 = _subsampled(_fuse_part(m.conv1, m.bn, slice(0, h)))
-                m.conv2 = _subsampled(_fuse_part(m.conv2, m.bn, slice(h, 2 * h)))
+                m.conv1 = _fuse_part(m.conv1, m.bn, slice(0, h))
+                m.conv2 = _fuse_part(m.conv2, m.bn, slice(h, 2 * h))
                 m.bn = nn.Identity()
                 m.__class__ = SubsampledFactorizedReduce
         for cell in net.cells:
@@ -149,36 +149,10 @@ class AvgPoolBN(nn.Module):
         self.register_buffer("weight", scale.detach().view(C, 1, 1, 1).expand(C, 1, 3, 3).contiguous())
         self.register_buffer("shift", shift.detach().view(1, C, 1, 1))
         self.stride, self.C = pool_bn.pool.stride, C
-        self._inv_count = {}
-
-    def inv_count(self, x):
-        key = (tuple(x.shape[-2:]), x.device, x.dtype)
-        if key not in self._inv_count:
-            ones = torch.ones(1, 1, *x.shape[-2:], device=x.device, dtype=x.dtype)
-            count = F.conv2d(ones, torch.ones(1, 1, 3, 3, device=x.device, dtype=x.dtype),
-                             stride=self.stride, padding=1)
-            self._inv_count[key] = 1.0 / count
-        return self._inv_count[key]
 
     def forward(self, x):
         y = F.conv2d(x, self.weight, None, self.stride, 1, 1, self.C)
-        return y.mul_(self.inv_count(x)).add_(self.shift)
-
-
-def _subsampled(conv):
-    """A 1x1 stride-2 convolution as a stride-1 one, for input already subsampled."""
-    conv.stride = (1, 1)
-    return conv
-
-
-class SubsampledFactorizedReduce(FactorizedReduce):
-    """FactorizedReduce for inference (BatchNorm folded, stride-1 convolutions): each 1x1
-    convolution reads only the pixels it uses (``x[::2, ::2]``, ``x[1::2, 1::2]``)
-    instead of a contiguous copy of ``x[1:, 1:]``."""
-
-    def forward(self, x):
-        x = self.relu(x)
-        return torch.cat([self.conv1(x[:, :, ::2, ::2]), self.conv2(x[:, :, 1::2, 1::2])], dim=1)
+        return y.mul_(pool_inverse_count(*x.shape[-2:], self.stride, x.device, x.dtype)).add_(self.shift)
 
 
 def _fuse_part(conv, bn, sl):

@@ -18,7 +18,10 @@ exports them as these modules.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 #: op type of every registered op; the thesis counts ops per type
@@ -111,6 +114,28 @@ class FactorizedReduce(nn.Module):
     def forward(self, x):
         x = self.relu(x)
         return self.bn(torch.cat([self.conv1(x), self.conv2(x[:, :, 1:, 1:])], dim=1))
+
+
+@functools.lru_cache(maxsize=None)
+def pool_inverse_count(H, W, stride, device, dtype):
+    """``1 / count`` per output pixel of a 3x3 window with padding 1 on an ``H x W`` image,
+    ``count`` being how many in-image pixels the window covers: the divisor of
+    ``avg_pool_3x3`` (``count_include_pad=False``); shape ``(1, 1, H', W')``, cached."""
+    ones = torch.ones(1, 1, H, W, device=device, dtype=dtype)
+    return 1.0 / F.conv2d(ones, torch.ones(1, 1, 3, 3, device=device, dtype=dtype), stride=stride, padding=1)
+
+
+class SubsampledFactorizedReduce(FactorizedReduce):
+    """The same function and state as :class:`FactorizedReduce`, faster on a CPU: each
+    1x1 convolution reads only the pixels it uses (``x[::2, ::2]``, ``x[1::2, 1::2]``)
+    at stride 1, instead of a strided convolution over ``x`` and over a copy of
+    ``x[1:, 1:]``.  Used by the fast supernet and by folded derived networks (whose
+    convolutions carry the BatchNorm as a bias, ``bn`` an identity)."""
+
+    def forward(self, x):
+        x = self.relu(x)
+        return self.bn(torch.cat([F.conv2d(x[:, :, ::2, ::2], self.conv1.weight, self.conv1.bias),
+                                  F.conv2d(x[:, :, 1::2, 1::2], self.conv2.weight, self.conv2.bias)], dim=1))
 
 
 class Identity(nn.Module):

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .genotype import cell_edges
+from .ops import FactorizedReduce
 
 
 class MixedOp(nn.Module):
@@ -32,6 +33,8 @@ class ReferenceCell(nn.Module):
         super().__init__()
         self.reduction, self.n_nodes = fast_cell.reduction, fast_cell.n_nodes
         self.pre0, self.pre1 = copy.deepcopy(fast_cell.pre0), copy.deepcopy(fast_cell.pre1)
+        if isinstance(self.pre0, FactorizedReduce):
+            self.pre0.__class__ = FactorizedReduce      # the plain DARTS op, same state
         k = len(net.ops)
         self.edges = cell_edges(self.n_nodes)
         self.mixed = nn.ModuleList(

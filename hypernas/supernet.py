@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .genotype import cell_edges, cell_layout
-from .ops import OP_TYPES, FactorizedReduce, PoolBN, ReLUConvBN, SepConv, check_ops
+from .ops import (OP_TYPES, FactorizedReduce, PoolBN, ReLUConvBN, SepConv, SubsampledFactorizedReduce,
+                  check_ops, pool_inverse_count)
 
 
 def _format(x):
@@ -63,7 +64,7 @@ class _BN(nn.Module):
         bn.num_batches_tracked.copy_(self.num_batches_tracked)
 
 
-_POOL_CONSTANTS = {}
+_POOL_ONES = {}
 
 
 def avg_pool_3x3(x, stride):
@@ -73,24 +74,11 @@ def avg_pool_3x3(x, stride):
     at 28x28 (oneDNN's depthwise kernel against ATen's pooling loop).  Other devices pool."""
     if x.device.type != "cpu":
         return F.avg_pool2d(x, 3, stride, 1, count_include_pad=False)
-    C, (H, W) = x.shape[1], x.shape[-2:]
-    key = (C, H, W, stride, x.dtype)
-    if key not in _POOL_CONSTANTS:
-        ones = torch.ones(C, 1, 3, 3, dtype=x.dtype)
-        count = F.conv2d(torch.ones(1, 1, H, W, dtype=x.dtype), ones[:1], None, stride, 1)
-        _POOL_CONSTANTS[key] = (ones, 1.0 / count)
-    ones, inv_count = _POOL_CONSTANTS[key]
-    return F.conv2d(x, ones, None, stride, 1, 1, C) * inv_count
-
-
-def factorized_reduce(fr: FactorizedReduce, x):
-    """``fr(x)`` (ReLU, two 1x1 stride-2 convs on offset grids, BN) with each conv reading
-    only the pixels it uses (``x[::2, ::2]``, ``x[1::2, 1::2]``) at stride 1, instead of
-    a strided conv over all of ``x`` and over a copy of ``x[1:, 1:]``; same weights and
-    state, faster forward and backward on a CPU."""
-    x = fr.relu(x)
-    return fr.bn(torch.cat([F.conv2d(x[:, :, ::2, ::2], fr.conv1.weight),
-                            F.conv2d(x[:, :, 1::2, 1::2], fr.conv2.weight)], dim=1))
+    C = x.shape[1]
+    if (C, x.dtype) not in _POOL_ONES:
+        _POOL_ONES[C, x.dtype] = torch.ones(C, 1, 3, 3, dtype=x.dtype)
+    return (F.conv2d(x, _POOL_ONES[C, x.dtype], None, stride, 1, 1, C)
+            * pool_inverse_count(*x.shape[-2:], stride, x.device, x.dtype))
 
 
 class SharedPool(nn.Module):
@@ -203,7 +191,7 @@ class FusedFactorizedReduce(nn.Module):
 
     def forward(self, x):
         E, h = self.E, self.C // 2
-        x = F.relu(x)       # the convs read the pixels they use (see factorized_reduce)
+        x = F.relu(x)       # the convs read the pixels they use (see SubsampledFactorizedReduce)
         a = F.conv2d(x[:, :, ::2, ::2], self.conv1).unflatten(1, (E, h))
         b = F.conv2d(x[:, :, 1::2, 1::2], self.conv2).unflatten(1, (E, h))
         y = torch.cat([a, b], 2).flatten(1, 2).contiguous(memory_format=_format(x))
@@ -273,7 +261,7 @@ class SearchCell(nn.Module):
     def __init__(self, ops, n_nodes, C_pp, C_p, C, reduction_p, reduction):
         super().__init__()
         self.reduction, self.n_nodes = reduction, n_nodes
-        self.pre0 = FactorizedReduce(C_pp, C) if reduction_p else ReLUConvBN(C_pp, C, 1, 1, 0)
+        self.pre0 = SubsampledFactorizedReduce(C_pp, C) if reduction_p else ReLUConvBN(C_pp, C, 1, 1, 0)
         self.pre1 = ReLUConvBN(C_p, C, 1, 1, 0)
         edges = cell_edges(n_nodes)
         self.sources = nn.ModuleList()
@@ -285,8 +273,7 @@ class SearchCell(nn.Module):
 
     def forward(self, s0, s1, gamma, skip_zero=False):
         """``gamma``: ``(B or 1, edges, k)`` op weights of this cell type."""
-        pre0 = factorized_reduce(self.pre0, s0) if isinstance(self.pre0, FactorizedReduce) else self.pre0(s0)
-        states = [pre0, self.pre1(s1)]
+        states = [self.pre0(s0), self.pre1(s1)]
         acc = {}
         for src in self.sources:
             x = states[src.source] if src.source < 2 else acc[src.source]

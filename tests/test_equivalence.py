@@ -150,15 +150,16 @@ def test_avg_pool_as_convolution_equals_pooling(size, stride, fmt):
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "cl"])
 @pytest.mark.parametrize("size", [28, 14, 32, 8])
 def test_subsampled_factorized_reduce_equals_the_module(size, fmt):
-    """factorized_reduce(fr, x) (1x1 convs on x[::2, ::2] and x[1::2, 1::2]) equals
-    fr(x) (strided convs on x and x[1:, 1:]): output, gradients, BatchNorm statistics."""
-    from hypernas.ops import FactorizedReduce
-    from hypernas.supernet import factorized_reduce
+    """SubsampledFactorizedReduce (1x1 convs on x[::2, ::2] and x[1::2, 1::2]) equals
+    FactorizedReduce (strided convs on x and x[1:, 1:]) with the same state: output,
+    gradients, BatchNorm statistics."""
+    from hypernas.ops import FactorizedReduce, SubsampledFactorizedReduce
     torch.manual_seed(0)
     fr = FactorizedReduce(12, 16).train()
-    fr2 = __import__("copy").deepcopy(fr)
+    fr2 = SubsampledFactorizedReduce(12, 16).train()
+    fr2.load_state_dict(fr.state_dict())
     x = torch.randn(5, 12, size, size).contiguous(memory_format=fmt).requires_grad_()
-    a, b = fr(x), factorized_reduce(fr2, x)
+    a, b = fr(x), fr2(x)
     assert a.shape == b.shape == (5, 16, size // 2, size // 2) and _maxdiff(a, b) < TOL
     g = torch.randn_like(a)
     ga = torch.autograd.grad(a, [x, fr.conv1.weight, fr.conv2.weight], g)
