@@ -19,6 +19,7 @@ The last line is ``speedup: X.XXx``, the exp1 training ratio.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import resource
 import statistics
@@ -28,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from . import kernels
 from .data import DATASETS, Splits
 from .derived import DerivedNetwork, derive_and_test, latency
 from .presets import config
@@ -41,11 +43,12 @@ def _sync(dev):
         torch.cuda.synchronize()
 
 
-def _train_step_fn(model, x, y, s, t, dev):
+def _train_step_fn(model, x, y, s, t, dev, no_kernels=False):
     def step():
-        model.zero_grad(set_to_none=True)
-        logits = model(x, s, t, "gumbel")
-        F.cross_entropy(logits, y).backward()
+        with kernels.disabled() if no_kernels else contextlib.nullcontext():
+            model.zero_grad(set_to_none=True)
+            logits = model(x, s, t, "gumbel")
+            F.cross_entropy(logits, y).backward()
         _sync(dev)
     return step
 
@@ -80,10 +83,10 @@ def training_flops(model, x, s, t) -> int:
         return 3 * count_flops(lambda: model(x, s, t, "gumbel"))
 
 
-def conv_ceiling(dev, windows=3):
+def conv_ceiling(dev, windows=3, dtype=torch.float32):
     """GFLOP/s of a plain 3x3 convolution (fwd + bwd), 64 -> 64 channels, 28x28, batch 64."""
-    x = torch.randn(64, 64, 28, 28, device=dev, requires_grad=True).contiguous(memory_format=torch.channels_last)
-    w = torch.randn(64, 64, 3, 3, device=dev, requires_grad=True)
+    x = torch.randn(64, 64, 28, 28, device=dev, dtype=dtype, requires_grad=True).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(64, 64, 3, 3, device=dev, dtype=dtype, requires_grad=True)
 
     def fn():
         F.conv2d(x, w, padding=1).sum().backward()
@@ -112,7 +115,11 @@ def bench_experiment(experiment, dev, windows=5, steps=3, batch=None):
     s = torch.full((k,), 1.0 / k, device=dev)
     t = 1.0
     models = {"fast": (fast, x), "reference": (ref, x_plain), "reference_cl": (ref_cl, x)}
-    steps_fn = {name: _train_step_fn(m, xx, y, s, t, dev) for name, (m, xx) in models.items()}
+    with_kernels = dev.type == "cpu" and kernels.extension() is not None
+    if with_kernels:     # the same supernet without the compiled kernels: what they gain
+        models["fast_no_kernels"] = (fast, x)
+    steps_fn = {name: _train_step_fn(m, xx, y, s, t, dev, no_kernels=name == "fast_no_kernels")
+                for name, (m, xx) in models.items()}
 
     # equality on this configuration (same Gumbel draws)
     with torch.no_grad():
@@ -127,12 +134,15 @@ def bench_experiment(experiment, dev, windows=5, steps=3, batch=None):
     max_diff64 = (a64 - b64).abs().max().item()
     del f64, r64
 
-    out = {"experiment": experiment, "ops": cfg["ops"], "batch": B, "max_abs_diff": max_diff,
+    out = {"experiment": experiment, "ops": cfg["ops"], "batch": B, "kernels": with_kernels, "max_abs_diff": max_diff,
            "max_rel_diff": max_diff / b.abs().max().item(), "max_abs_diff_float64": max_diff64}
     for name, fn in steps_fn.items():
         fn()  # warm-up
+        if name == "fast_no_kernels":
+            continue
         m, xx = models[name]
-        out[f"{name}_counted_flops"] = training_flops(m, xx, s, t)
+        with kernels.disabled():    # torch's counter cannot see inside the compiled kernels,
+            out[f"{name}_counted_flops"] = training_flops(m, xx, s, t)   # which do the same arithmetic
         out[f"{name}_saved_MB"] = saved_activation_bytes(lambda: m(xx, s, t, "gumbel")) / 2**20
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(); fn()
@@ -160,6 +170,8 @@ def bench_experiment(experiment, dev, windows=5, steps=3, batch=None):
         out[f"{name}_gflops"] = out["flops"] * out[f"{name}_img_s"] / B / 1e9
     out["speedup"] = out["fast_img_s"] / out["reference_img_s"]
     out["speedup_vs_cl"] = out["fast_img_s"] / out["reference_cl_img_s"]
+    if with_kernels:
+        out["kernels_gain"] = out["fast_img_s"] / out["fast_no_kernels_img_s"]
 
     # derived architecture at s = A
     fast.eval()
@@ -302,19 +314,29 @@ def main(argv=None):
     print(f"device: {dev}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     ceiling = conv_ceiling(dev)
     print(f"plain 3x3 conv (64ch, 28x28, batch 64, fwd+bwd): {ceiling:.1f} GFLOP/s")
+    try:     # what reduced precision would offer (hypernas trains in float32)
+        ceiling_bf16 = conv_ceiling(dev, dtype=torch.bfloat16)
+        print(f"the same in bfloat16: {ceiling_bf16:.1f} GFLOP/s")
+    except RuntimeError as err:
+        ceiling_bf16 = None
+        print(f"the same in bfloat16: not supported here ({err})")
     rows = [bench_experiment(e, dev, a.windows, a.steps) for e in a.experiments]
     hdr = (f"{'exp':5} {'ops':>3} {'fast img/s':>10} {'ref img/s':>9} {'ratio':>6} {'refCL img/s':>11} {'ratio':>6} {'fast GF/s':>9} "
            f"{'ref GF/s':>8} {'GFLOP/img':>9} {'fast MB':>8} {'ref MB':>7} {'diff f32':>9} {'diff f64':>9} {'faults/step':>11} "
-           f"{'derived img/s':>13} {'b1 ms':>6}")
+           f"{'derived img/s':>13} {'b1 ms':>6} {'no-kernels img/s':>16} {'gain':>6}")
     print(hdr)
     for r in rows:
         print(f"{r['experiment']:5} {len(r['ops']):>3} {r['fast_img_s']:>10.1f} {r['reference_img_s']:>9.1f} "
               f"{r['speedup']:>5.2f}x {r['reference_cl_img_s']:>11.1f} {r['speedup_vs_cl']:>5.2f}x {r['fast_gflops']:>9.1f} {r['reference_gflops']:>8.1f} "
               f"{r['flops'] / r['batch'] / 1e9:>9.3f} {r['fast_saved_MB']:>8.0f} {r['reference_saved_MB']:>7.0f} "
-              f"{r['max_abs_diff']:>9.1e} {r['max_abs_diff_float64']:>9.1e} {r['fast_page_faults_per_step']:>11.0f} {r['derived_eval_img_s']:>13.0f} {r['derived_latency_b1_ms']:>6.2f}")
+              f"{r['max_abs_diff']:>9.1e} {r['max_abs_diff_float64']:>9.1e} {r['fast_page_faults_per_step']:>11.0f} {r['derived_eval_img_s']:>13.0f} {r['derived_latency_b1_ms']:>6.2f}"
+              + (f" {r['fast_no_kernels_img_s']:>16.1f} {r['kernels_gain']:>5.2f}x" if r["kernels"] else
+                 f" {'(no kernels)':>16} {'':>6}"))
     print("(diff: largest |fast - reference| of the logits, float32 and float64; "
           "MB: tensors saved for backward in one training forward; faults/step: minor page "
-          "faults per fast training step, median over the windows; img/s: median of "
+          "faults per fast training step, median over the windows; no-kernels: the fast supernet "
+          "without the compiled CPU kernels (eager mixture, oneDNN's grouped 1x1 convolutions); "
+          "img/s: median of "
           f"{a.windows} alternating windows of {a.steps} steps)")
     dt = derive_and_evaluate_time(dev)
     print(f"derive + BN recalibration (500 images) + test (2000 images) for a new s: {dt:.2f} s "
@@ -348,7 +370,9 @@ def main(argv=None):
                 f"{a.windows} windows x {a.steps} steps, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
                 f"freed memory {'retained' if retained() else 'returned to the OS (HYPERNAS_RETAIN_MEMORY=0)'}"
                 + (f"; {a.note}" if a.note else ""))
-        out = dict(provenance=prov, conv_ceiling_gflops=ceiling, derive_and_evaluate_s=dt,
+        out = dict(provenance=prov, conv_ceiling_gflops=ceiling, conv_ceiling_bf16_gflops=ceiling_bf16,
+                   derive_and_evaluate_s=dt,
+                   kernels=kernels.extension() is not None, kernels_error=kernels.error(),
                    retain_memory=retained(), threads=torch.get_num_threads(), memory_setting=memory,
                    speedup=exp1[0]["speedup"] if exp1 else None, rows=rows, cuda_graphs=graphs)
         path = Path(a.output)

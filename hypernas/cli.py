@@ -1,7 +1,7 @@
 """The ``hypernas`` command.
 
     hypernas reproduce [--profile quick] [--experiments exp1 exp2 exp3] [--preset authors_code]
-    hypernas train --experiment exp1 [--profile paper] [--stop-after-steps N]
+    hypernas train --experiment exp1 [--profile paper] [--stop-after-steps N] [--results-root DIR]
     hypernas derive MODEL.pt --s 0.2 0.5 0.3 [--evaluate]
     hypernas bench
 """
@@ -136,7 +136,7 @@ def cmd_train(a):
     from .presets import config
     cfg = config(a.experiment, a.preset, a.profile, a.seed, epochs=a.epochs, kappa=a.kappa,
                  width=a.width, device=a.device, data_dir=a.data_dir)
-    res = run(cfg, stop_after_steps=a.stop_after_steps)
+    res = run(cfg, results_root=a.results_root, stop_after_steps=a.stop_after_steps)
     if res is None:
         print("[hypernas] stopped early; run the same command again to resume")
     else:
@@ -181,6 +181,9 @@ def main(argv=None):
     t.add_argument("--experiment", default="exp1", choices=["exp1", "exp2", "exp3"])
     t.add_argument("--stop-after-steps", type=int, default=None,
                    help="stop (checkpointed) after this many steps; rerun to resume")
+    t.add_argument("--results-root", default=None,
+                   help="folder for the run (default results/; another one keeps a timing run "
+                        "apart from the committed paper runs, e.g. results/cpu-idle-2threads)")
     d = sub.add_parser("derive", help="derive the architecture of a trained model for a new s")
     d.add_argument("model", help="model.pt or checkpoint.pt of a trained run")
     d.add_argument("--s", type=float, nargs="+", required=True, help="complexity vector, in the run's op order")

@@ -1,8 +1,9 @@
 """Where a number came from: the commit, the device, the number of torch threads.
 
-Floating-point results depend on the device and on the number of threads (a reduction
-split over two threads adds in another order), so a run is reproduced bit for bit only
-under the same ones.  :class:`hypernas.train.Trainer` records them for every stretch of
+Floating-point results depend on the device, on the number of threads (a reduction
+split over two threads adds in another order) and on whether the compiled CPU kernels
+were used (:mod:`hypernas.kernels`), so a run is reproduced bit for bit only under
+the same ones.  :class:`hypernas.train.Trainer` records them for every stretch of
 training in its checkpoint (``segments``) and warns when a run is resumed under others.
 """
 from __future__ import annotations
@@ -45,18 +46,31 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def cpu_kernels(device: torch.device) -> bool:
+    """Whether training on ``device`` uses the compiled CPU kernels (:mod:`hypernas.kernels`),
+    which round sums in another order than the eager code."""
+    from . import kernels
+    return device.type == "cpu" and kernels.active()
+
+
 def segment(device: torch.device, from_step: int) -> dict:
     """The record of one stretch of training that starts at ``from_step``."""
     return dict(from_step=int(from_step), device=device_name(device),
-                threads=torch.get_num_threads(), commit=git_commit(),
-                started=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
+                threads=torch.get_num_threads(), cpu_kernels=cpu_kernels(device),
+                commit=git_commit(), started=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
 
 
 def placement_change(before: dict, now: dict) -> str | None:
     """What differs between two segments' device and thread count (None when nothing
     does), as the advice to resume exactly."""
+    kernel_then, kernel_now = before.get("cpu_kernels", False), now.get("cpu_kernels", False)
     if before.get("device") == now["device"] and before.get("threads") == now["threads"]:
-        return None
+        if kernel_then == kernel_now:
+            return None
+        return (f"the steps before ran {'with' if kernel_then else 'without'} the compiled CPU kernels, "
+                f"this process {'with' if kernel_now else 'without'} them; the two round sums in another "
+                "order, so the run will not be bit-identical to an uninterrupted one; to resume it "
+                f"exactly, {'make the kernels build (hypernas.kernels)' if kernel_then else 'set HYPERNAS_KERNELS=0'}")
     return (f"the steps before ran on {before.get('device')} with {before.get('threads')} torch "
             f"thread(s), this process runs on {now['device']} with {now['threads']}. Results depend "
             "on the device and the thread count (sums are added in another order), so the run "

@@ -11,7 +11,9 @@ source node* instead, with the same arithmetic:
 * the convolutions of all edges leaving a node read the same input, so they are fused
   into one wider call (depthwise convs as one grouped call over ``E * C`` channels, the
   1x1 convs as one grouped call with ``E`` groups, the BatchNorms as one over ``E * C``);
-* the weighted sum over ops is a broadcast multiply-add into all target nodes at once.
+* the weighted sum over ops, added into every target node, is one pass over the
+  activations on CPUs (a compiled kernel, :mod:`hypernas.kernels`) and a few broadcast
+  multiply-adds elsewhere (:func:`mix_eager`).
 
 Weights are stored fused, but each edge's op can be exported as a plain
 :mod:`hypernas.ops` module (:meth:`SourceOps.export`): the reference supernet
@@ -26,13 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import kernels
 from .genotype import cell_edges, cell_layout
 from .ops import (OP_TYPES, FactorizedReduce, PoolBN, ReLUConvBN, SepConv, SubsampledFactorizedReduce,
-                  check_ops, pool_inverse_count)
-
-
-def _format(x):
-    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() else torch.contiguous_format
+                  check_ops, memory_format, pool_inverse_count, relu_subsample)
 
 
 def _uniform_(t: torch.Tensor, fan_in: int):
@@ -114,6 +113,14 @@ class SharedIdentity(nn.Module):
         return Identity()
 
 
+def _pointwise(x, weight, groups):
+    """A grouped 1x1 convolution: the compiled kernel where it applies (CPUs, 16 channels
+    per group, :mod:`hypernas.kernels`), oneDNN otherwise."""
+    if kernels.pointwise_usable(x, weight, groups):
+        return kernels.pointwise(x, weight, groups)
+    return F.conv2d(x, weight, None, 1, 0, 1, groups)
+
+
 class FusedSepConv(nn.Module):
     """``E`` SepConv ops (one per outgoing edge) as six kernel calls."""
     shared = False
@@ -134,9 +141,9 @@ class FusedSepConv(nn.Module):
         if E > 1:
             h = torch.cat([h] * E, 1)
         h = F.conv2d(h, self.dw1, None, self.stride, p, 1, E * C)
-        h = self.bn1(F.conv2d(h, self.pw1, None, 1, 0, 1, E))
+        h = self.bn1(_pointwise(h, self.pw1, E))
         h = F.conv2d(F.relu(h), self.dw2, None, 1, p, 1, E * C)
-        return self.bn2(F.conv2d(h, self.pw2, None, 1, 0, 1, E))
+        return self.bn2(_pointwise(h, self.pw2, E))
 
     def export(self, t):
         C = self.C
@@ -191,11 +198,13 @@ class FusedFactorizedReduce(nn.Module):
 
     def forward(self, x):
         E, h = self.E, self.C // 2
-        x = F.relu(x)       # the convs read the pixels they use (see SubsampledFactorizedReduce)
-        a = F.conv2d(x[:, :, ::2, ::2], self.conv1).unflatten(1, (E, h))
-        b = F.conv2d(x[:, :, 1::2, 1::2], self.conv2).unflatten(1, (E, h))
-        y = torch.cat([a, b], 2).flatten(1, 2).contiguous(memory_format=_format(x))
-        return self.bn(y)
+        # the convs read the pixels they use (see SubsampledFactorizedReduce), as one
+        # convolution of two groups: channels (a_0 .. a_E-1, b_0 .. b_E-1) ...
+        y = F.conv2d(relu_subsample(x), torch.cat([self.conv1, self.conv2]), None, 1, 0, 1, 2)
+        # ... put in edge order (a_0, b_0, a_1, b_1, ...) by one copy in channels-last
+        # order, whose backward is a channels-last copy too
+        y = y.permute(0, 2, 3, 1).unflatten(3, (2, E, h)).transpose(3, 4).flatten(3).permute(0, 3, 1, 2)
+        return self.bn(y.contiguous(memory_format=memory_format(x)))
 
     def export(self, t):
         C, h = self.C, self.C // 2
@@ -218,39 +227,48 @@ def _fused_op(name, C, E, stride):
     return FusedConv(name, C, E, stride)
 
 
+def mix_eager(gamma, fused, shared, accs):
+    """:meth:`SourceOps.forward`'s mixture in plain torch ops (GPUs, and CPUs without the
+    compiled kernel of :mod:`hypernas.kernels`, which computes the same)."""
+    E = gamma.shape[1]
+    out = None
+    for m, y in fused:        # per-channel weights over the E parts at once
+        g = gamma[:, :, m].repeat_interleave(y.shape[1] // E, dim=1)[:, :, None, None]
+        out = g * y if out is None else torch.addcmul(out, g, y)
+    parts = list(torch.split(out, out.shape[1] // E, 1)) if out is not None else [None] * E
+    for t in range(E):
+        for m, y in shared:
+            g = gamma[:, t, m, None, None, None]
+            parts[t] = g * y if parts[t] is None else torch.addcmul(parts[t], g, y)
+    return [p if a is None else a + p for a, p in zip(accs, parts)]
+
+
 class SourceOps(nn.Module):
     """All candidate ops on all edges leaving one node of a cell."""
 
     def __init__(self, ops, C, source, targets, edge_ids, stride):
         super().__init__()
-        self.source, self.targets, self.edge_ids, self.stride = source, targets, edge_ids, stride
+        self.source, self.targets, self.edge_ids, self.stride, self.C = source, targets, edge_ids, stride, C
         self.ops = nn.ModuleList(_fused_op(o, C, len(targets), stride) for o in ops)
 
-    def forward(self, x, gamma, skip_zero=False):
-        """Weighted outputs for every outgoing edge, a list of ``(B, C, H, W)``.
+    def forward(self, x, gamma, accs, skip_zero=False):
+        """Every target's node sum after this node's edges are added: a list with, per
+        outgoing edge ``t``, ``accs[t] + sum_m gamma[:, t, m] * op_m(x)`` (``accs[t]`` None
+        when nothing has reached the target yet).
 
-        ``gamma``: op weights of this node's edges, ``(B or 1, E, k)``.  The fused ops'
-        outputs ``(B, E*C, H, W)`` are mixed with per-channel weights and split by edge;
-        the shared ops' outputs are added to each edge's part with its own weight."""
-        E = len(self.targets)
-        fused, shared = None, []
+        ``gamma``: op weights of this node's edges, ``(B or 1, E, k)``.  The fused ops
+        give ``(B, E*C, H, W)`` (one C-channel part per edge), the shared ones ``(B, C, H,
+        W)`` for every edge.  ``skip_zero``: skip ops whose weight is zero on every edge."""
+        fused, shared = [], []
         for m, op in enumerate(self.ops):
-            g = gamma[:, :, m]
-            if skip_zero and not bool(g.any()):
+            if skip_zero and not bool(gamma[:, :, m].any()):
                 continue
-            y = op(x)
-            if op.shared:
-                shared.append((g, y))
-                continue
-            C = y.shape[1] // E
-            g = g.repeat_interleave(C, dim=1)[:, :, None, None]
-            fused = g * y if fused is None else torch.addcmul(fused, g, y)
-        parts = list(torch.split(fused, fused.shape[1] // E, 1)) if fused is not None else [None] * E
-        for t in range(E):
-            for g, y in shared:
-                gt = g[:, t, None, None, None]
-                parts[t] = gt * y if parts[t] is None else torch.addcmul(parts[t], gt, y)
-        return parts
+            (shared if op.shared else fused).append((m, op(x)))
+        if not fused and not shared:
+            return list(accs)
+        if kernels.usable(x, self.C):
+            return kernels.mix(gamma.expand(x.shape[0], -1, -1), fused, shared, accs)
+        return mix_eager(gamma, fused, shared, accs)
 
     def export(self, t, m):
         """The op ``m`` of the ``t``-th outgoing edge as a plain module."""
@@ -274,15 +292,13 @@ class SearchCell(nn.Module):
     def forward(self, s0, s1, gamma, skip_zero=False):
         """``gamma``: ``(B or 1, edges, k)`` op weights of this cell type."""
         states = [self.pre0(s0), self.pre1(s1)]
-        acc = {}
+        acc = {}              # node j's sum over the edges computed so far
         for src in self.sources:
             x = states[src.source] if src.source < 2 else acc[src.source]
             if src.source >= 2:
                 states.append(x)
-            parts = src(x, gamma[:, src.edge_ids], skip_zero)
-            for j, y in zip(src.targets, parts):
-                if y is not None:
-                    acc[j] = y if j not in acc else acc[j] + y
+            sums = src(x, gamma[:, src.edge_ids], [acc.get(j) for j in src.targets], skip_zero)
+            acc.update((j, y) for j, y in zip(src.targets, sums) if y is not None)
         states.append(acc[self.n_nodes + 1])
         return torch.cat(states[2:], dim=1)
 
@@ -319,7 +335,9 @@ class SearchNetwork(nn.Module):
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, gamma[:, int(cell.reduction)], skip_zero)
-        return F.adaptive_avg_pool2d(s1, 1).flatten(1)
+        # global average pooling; as a sum its gradient is an expanded view that keeps the
+        # cells' channels-last layout (adaptive_avg_pool2d's and mean's are NCHW tensors)
+        return s1.sum((2, 3)) * (1.0 / (s1.shape[2] * s1.shape[3]))
 
     def export_edge(self, cell_index: int, edge: int, op: int) -> nn.Module:
         """Op ``op`` of edge ``edge`` in cell ``cell_index`` as a plain module."""

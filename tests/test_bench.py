@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from hypernas import bench
+from hypernas import bench, kernels
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
@@ -31,6 +31,12 @@ def test_bench_writes_its_table_and_speedup_line(tmp_path, capsys):
     assert r["fast_gflops"] / r["reference_gflops"] == pytest.approx(r["speedup"], rel=1e-9)
     assert r["flops"] == r["reference_counted_flops"] <= r["fast_counted_flops"]
     assert 0 < saved["derive_and_evaluate_s"] and "commit" in saved["provenance"]
+    assert saved["conv_ceiling_bf16_gflops"] is None or saved["conv_ceiling_bf16_gflops"] > 0
+    # the kernels' A/B: the same supernet without them, timed alongside
+    assert r["kernels"] == saved["kernels"] == (kernels.extension() is not None)
+    if r["kernels"]:
+        assert r["kernels_gain"] == pytest.approx(r["fast_img_s"] / r["fast_no_kernels_img_s"], rel=1e-9)
+        assert "no-kernels img/s" in "\n".join(lines)
 
 
 def test_memory_setting_comparison_runs_both_settings():

@@ -64,3 +64,13 @@ def test_finished_run_is_not_evaluated_again(tmp_path):
     other = experiments.run(dict(cfg, test_images=100), results_root=tmp_path)  # evaluation changed
     assert path.stat().st_mtime_ns != stamp
     assert other["config"]["test_images"] == 100
+
+
+def test_train_cli_writes_under_results_root(tmp_path):
+    """`--results-root` keeps a run (a timing run, say) apart from the committed ones."""
+    r = subprocess.run([sys.executable, "-m", "hypernas.cli", "train", "--experiment", "exp1", "--profile", "smoke",
+                        "--device", "cpu", "--stop-after-steps", "1", "--results-root", str(tmp_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "stopped early" in r.stdout
+    assert (tmp_path / "smoke" / "exp1-authors_code-seed0" / "checkpoint.pt").exists()

@@ -228,6 +228,21 @@ def test_resume_under_another_thread_count_warns(splits, tmp_path):
         (0, before), (2, before), (3, other)]
 
 
+def test_resume_with_the_kernel_switched_warns(splits, tmp_path):
+    """The compiled CPU kernels round sums in another order than the eager code: a run
+    started without them and resumed with them is not exact, and the trainer says how to
+    make it exact."""
+    from hypernas import kernels
+    if not kernels.active():
+        pytest.skip("the CPU kernels are not available here")
+    d = tmp_path / "run"
+    with kernels.disabled():
+        Trainer(_resume_cfg(), splits, d, "cpu").fit(stop_after_steps=2)
+    with pytest.warns(UserWarning, match="without the compiled CPU kernels.*HYPERNAS_KERNELS=0"):
+        trainer = Trainer(_resume_cfg(), splits, d, "cpu").fit(stop_after_steps=1)
+    assert [r["cpu_kernels"] for r in trainer.segments] == [False, True]
+
+
 def test_resumed_log_metrics_equal_uninterrupted(splits, run_a, tmp_path):
     """The step records average loss/task/cost/acc over the steps since the last record;
     that window must survive an interruption, or the resumed log reports other numbers

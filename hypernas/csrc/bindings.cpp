@@ -1,0 +1,20 @@
+// The compiled module hypernas.kernels loads: mix.cpp and pointwise.cpp.
+#include <torch/extension.h>
+
+#include <vector>
+
+std::vector<torch::Tensor> mix_forward(torch::Tensor g, std::vector<torch::Tensor> Y, std::vector<int64_t> fi,
+                                       std::vector<torch::Tensor> S, std::vector<int64_t> si,
+                                       std::vector<c10::optional<torch::Tensor>> acc);
+std::vector<torch::Tensor> mix_backward(torch::Tensor g, std::vector<torch::Tensor> Y, std::vector<int64_t> fi,
+                                        std::vector<torch::Tensor> S, std::vector<int64_t> si,
+                                        std::vector<torch::Tensor> G);
+torch::Tensor pointwise_rows(torch::Tensor x, torch::Tensor M);
+torch::Tensor pointwise_weight_grad(torch::Tensor x, torch::Tensor dy);
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("mix_forward", &mix_forward, "op mixture of one source node (mix.cpp)");
+  m.def("mix_backward", &mix_backward, "its backward: dgamma, dY..., dS... (mix.cpp)");
+  m.def("pointwise_rows", &pointwise_rows, "grouped 1x1 convolution, 16 channels per group (pointwise.cpp)");
+  m.def("pointwise_weight_grad", &pointwise_weight_grad, "its weight gradient (pointwise.cpp)");
+}

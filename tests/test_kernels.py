@@ -1,0 +1,226 @@
+"""The compiled mixture kernel (hypernas/csrc/mix.cpp) computes what the eager code
+computes: values and gradients of every input, in float32 and float64, for the shapes the
+supernets use and for awkward ones (channels not a multiple of 8, one edge, no fused op,
+no shared op, inputs that are not channels-last)."""
+import copy
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hypernas import kernels
+from hypernas.presets import config
+from hypernas.supernet import mix_eager
+from hypernas.train import build_model
+
+CL = torch.channels_last
+
+
+@pytest.fixture(scope="module")
+def ext():
+    e = kernels.extension()
+    if e is None:
+        if kernels.setting() == "require":
+            pytest.fail(f"HYPERNAS_KERNELS=require but the kernel is not available: {kernels.error()}")
+        pytest.skip(f"the mixture kernel is not available here: {kernels.error() or 'HYPERNAS_KERNELS=0'}")
+    return e
+
+
+def _inputs(B, E, C, H, W, n_fused, n_shared, with_acc, dtype, fmt=CL, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    k = n_fused + n_shared + 1                          # one op slot unused (skipped op)
+    order = torch.randperm(k, generator=g).tolist()
+    fi, si = order[:n_fused], order[n_fused:n_fused + n_shared]
+    rnd = lambda *s: torch.randn(*s, generator=g, dtype=dtype).contiguous(memory_format=fmt).requires_grad_()
+    gamma = torch.rand(B, E, k, generator=g, dtype=dtype).requires_grad_()
+    fused = [(m, rnd(B, E * C, H, W)) for m in fi]
+    shared = [(m, rnd(B, C, H, W)) for m in si]
+    accs = [rnd(B, C, H, W) if with_acc[t % len(with_acc)] else None for t in range(E)]
+    return gamma, fused, shared, accs
+
+
+def _leaves(gamma, fused, shared, accs):
+    return [gamma] + [y for _, y in fused] + [y for _, y in shared] + [a for a in accs if a is not None]
+
+
+def _run(fn, args, seed=1):
+    out = fn(*args)
+    g = torch.Generator().manual_seed(seed)
+    grads_out = [torch.randn(o.shape, generator=g, dtype=o.dtype) for o in out]
+    leaves = _leaves(*args)
+    grads = torch.autograd.grad(out, leaves, grads_out)
+    return [o.detach() for o in out], grads
+
+
+CASES = [  # B, E, C, H, W, n_fused, n_shared, which targets have an accumulator
+    (4, 4, 16, 28, 28, 1, 2, (False,)),    # exp1 source 0: sep conv fused, pool + identity shared
+    (4, 3, 32, 14, 14, 1, 2, (True,)),
+    (3, 2, 64, 7, 7, 2, 3, (True, False)),  # exp2-like: two fused convs, three shared
+    (2, 1, 16, 9, 5, 1, 0, (True,)),       # one edge, no shared op, odd spatial size
+    (2, 4, 12, 6, 6, 0, 2, (False, True)),  # no fused op; C not specialised in the kernel
+    (2, 4, 16, 8, 8, 3, 0, (False,)),       # fused only (thesis_text's reduction edges)
+]
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("case", CASES)
+def test_kernel_equals_eager(ext, case, dtype, tol):
+    args = _inputs(*case, dtype=dtype)
+    (ka, kg), (ea, eg) = _run(kernels.mix, args), _run(mix_eager, args)
+    assert len(ka) == len(ea) == case[1]
+    for a, b in zip(ka, ea):
+        assert a.is_contiguous(memory_format=CL)
+        assert (a - b).abs().max().item() <= tol * max(1.0, b.abs().max().item())
+    for a, b in zip(kg, eg):
+        assert a.shape == b.shape
+        assert (a - b).abs().max().item() <= tol * max(1.0, b.abs().max().item())
+
+
+def test_kernel_takes_any_layout_and_broadcast_gamma(ext):
+    """NCHW inputs are converted; a gamma of one row, expanded over the batch, gets the
+    batch's summed gradient (as in SourceOps.forward for per-batch Gumbel samples)."""
+    gamma, fused, shared, accs = _inputs(3, 4, 16, 10, 10, 1, 2, (True, False), torch.float64,
+                                         fmt=torch.contiguous_format)
+    row = gamma[:1].detach().clone().requires_grad_()
+    out_k = kernels.mix(row.expand(3, -1, -1), fused, shared, accs)
+    out_e = mix_eager(row, fused, shared, accs)
+    loss_k = sum((o * (i + 1)).sum() for i, o in enumerate(out_k))
+    loss_e = sum((o * (i + 1)).sum() for i, o in enumerate(out_e))
+    gk, = torch.autograd.grad(loss_k, row)
+    ge, = torch.autograd.grad(loss_e, row)
+    assert max((a - b).abs().max().item() for a, b in zip(out_k, out_e)) < 1e-12
+    assert (gk - ge).abs().max().item() < 1e-9 and gk.abs().max().item() > 0
+
+
+def test_kernel_rejects_bad_input_with_a_clear_error(ext):
+    gamma, fused, shared, accs = _inputs(2, 2, 16, 6, 6, 1, 1, (False,), torch.float32)
+    bad = [(fused[0][0], fused[0][1][:, :20].contiguous(memory_format=CL))]   # not E*C channels
+    with pytest.raises(RuntimeError, match="wrong shape"):
+        kernels.mix(gamma, bad, shared, accs)
+
+
+def _step(model, x, y, s):
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(5)
+    out = model(x, s, 1.0, "gumbel")
+    F.cross_entropy(out, y).backward()
+    return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("experiment", ["exp1", "exp2"])
+def test_supernet_with_and_without_kernel(ext, experiment, monkeypatch):
+    """A whole training step of the supernet: the kernel against the eager mixture, in
+    float64 (so only the summation order differs)."""
+    cfg = config(experiment, "authors_code", "smoke")
+    torch.manual_seed(0)
+    model = build_model(cfg, 1).double().to(memory_format=CL).train()
+    eager = copy.deepcopy(model)
+    x = torch.randn(4, 1, 28, 28, dtype=torch.float64).contiguous(memory_format=CL)
+    y = torch.randint(0, 10, (4,))
+    s = torch.full((len(cfg["ops"]),), 1.0 / len(cfg["ops"]), dtype=torch.float64)
+    calls = []
+    real = kernels.mix
+    monkeypatch.setattr(kernels, "mix", lambda *a: calls.append(1) or real(*a))
+    out_k, grads_k = _step(model, x, y, s)
+    assert len(calls) == 3 * 5                 # every source node of every cell
+    monkeypatch.setattr(kernels, "usable", lambda *a: False)
+    out_e, grads_e = _step(eager, x, y, s)
+    assert (out_k - out_e).abs().max().item() < 1e-12
+    assert grads_k.keys() == grads_e.keys() and len(grads_k) > 10
+    for n in grads_k:
+        assert (grads_k[n] - grads_e[n]).abs().max().item() < 1e-10 * max(1.0, grads_e[n].abs().max().item()), n
+
+
+def test_setting_names_the_fix(monkeypatch):
+    monkeypatch.setenv("HYPERNAS_KERNELS", "fast")
+    with pytest.raises(ValueError, match="auto .*0 .*require"):
+        kernels.setting()
+    monkeypatch.setenv("HYPERNAS_KERNELS", "0")
+    assert kernels.setting() == "off"
+
+
+def test_ci_requires_the_kernel():
+    """CI sets HYPERNAS_KERNELS=require: there the kernel must have built (a broken build
+    must not pass quietly on the slower eager code)."""
+    if os.environ.get("HYPERNAS_KERNELS") != "require":
+        pytest.skip("HYPERNAS_KERNELS is not 'require' (CI sets it)")
+    assert kernels.extension() is not None
+
+
+@pytest.mark.parametrize("mode", ["auto", "require"])
+def test_a_failed_build_warns_and_falls_back_or_raises(tmp_path, mode):
+    """No working compiler: ``auto`` warns once and computes with the eager code,
+    ``require`` raises an error that names the fix."""
+    code = ("import warnings, torch, hypernas\n"
+            "from hypernas import kernels\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n"
+            "    x = torch.randn(2, 4, 5, 5)\n"
+            "    print('usable', kernels.usable(x, 4))\n"
+            "    print('warned', sum('eager code' in str(m.message) for m in w))\n")
+    env = {**os.environ, "HYPERNAS_KERNELS": mode, "CXX": "/bin/false",
+           "TORCH_EXTENSIONS_DIR": str(tmp_path)}    # no cached build to fall back on
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    if mode == "auto":
+        assert r.returncode == 0, r.stderr
+        assert "usable False" in r.stdout and "warned 1" in r.stdout
+    else:
+        assert r.returncode != 0
+        assert "HYPERNAS_KERNELS=require" in r.stderr and "Install a C++ compiler" in r.stderr
+
+
+@pytest.mark.parametrize("shape", [(4, 4, 28, 28), (3, 1, 9, 5), (2, 3, 7, 7)])
+@pytest.mark.parametrize("fmt", [CL, torch.contiguous_format], ids=["cl", "nchw"])
+def test_pointwise_equals_grouped_convolution(ext, shape, fmt):
+    """Values, input and weight gradients of the grouped 1x1 kernel against torch's
+    convolution in float64 (the kernel computes in float32)."""
+    B, G, H, W = shape
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(B, G * 16, H, W, generator=g).contiguous(memory_format=fmt).requires_grad_()
+    w = (torch.randn(G * 16, 16, 1, 1, generator=g) / 4).requires_grad_()
+    dy = torch.randn(B, G * 16, H, W, generator=g)
+    assert kernels.pointwise_usable(x, w, G)
+    y = kernels.pointwise(x, w, G)
+    dx, dw = torch.autograd.grad(y, (x, w), dy)
+    x64, w64 = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+    y64 = F.conv2d(x64, w64, None, 1, 0, 1, G)
+    dx64, dw64 = torch.autograd.grad(y64, (x64, w64), dy.double())
+    assert y.is_contiguous(memory_format=CL)
+    for a, b in ((y, y64), (dx, dx64), (dw, dw64)):
+        assert a.shape == b.shape
+        assert (a.double() - b).abs().max().item() <= 1e-5 * b.abs().max().item()
+
+
+def test_pointwise_only_where_it_applies(ext):
+    x = torch.randn(2, 32, 5, 5)
+    assert kernels.pointwise_usable(x, torch.randn(32, 16, 1, 1), 2)
+    assert not kernels.pointwise_usable(x, torch.randn(32, 32, 1, 1), 1)        # 32 per group: oneDNN
+    assert not kernels.pointwise_usable(x.double(), torch.randn(32, 16, 1, 1).double(), 2)
+    assert not kernels.pointwise_usable(x, torch.randn(32, 16, 3, 3), 2)        # not 1x1
+    with kernels.disabled():
+        assert not kernels.pointwise_usable(x, torch.randn(32, 16, 1, 1), 2)
+
+
+def test_supernet_step_float32_uses_both_kernels(ext, monkeypatch):
+    """A float32 training forward of exp1's supernet (width 16) goes through both kernels
+    and gives the eager code's logits within float32 rounding."""
+    cfg = config("exp1", "authors_code", "smoke")
+    torch.manual_seed(0)
+    model = build_model(cfg, 1).to(memory_format=CL).train()
+    eager = copy.deepcopy(model)
+    x = torch.randn(8, 1, 28, 28).contiguous(memory_format=CL)
+    s = torch.full((3,), 1 / 3)
+    calls = {"mix": 0, "pointwise": 0}
+    for name in calls:
+        real = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, _r=real, _n=name: calls.__setitem__(_n, calls[_n] + 1) or _r(*a))
+    torch.manual_seed(5)
+    a = model(x, s, 1.0, "gumbel")
+    with kernels.disabled():
+        torch.manual_seed(5)
+        b = eager(x, s, 1.0, "gumbel")
+    assert calls["mix"] == 15 and calls["pointwise"] == 2 * 5     # both pw convs of cell 0's 5 nodes
+    assert (a - b).abs().max().item() < 1e-5 * max(1.0, b.abs().max().item())
