@@ -1,4 +1,4 @@
-"""Two hand-written CPU kernels for the supernet, compiled on first use.
+"""Three hand-written CPU kernels for the supernet, compiled on first use.
 
 Where the fast supernet's time goes on a CPU (``book/performance.md``):
 
@@ -13,10 +13,18 @@ Where the fast supernet's time goes on a CPU (``book/performance.md``):
   oneDNN several times slower than a dense 1x1 convolution of the same size.  For groups
   of 16 channels (the supernet's first cells at width 16) :func:`pointwise` keeps a
   group's weights in vector registers (``hypernas/csrc/pointwise.cpp``), the same function
-  as ``F.conv2d(x, w, groups=G)``.
+  as ``F.conv2d(x, w, groups=G)``;
+* the separable convolutions' first *depthwise convolution* reads one input for all
+  ``E`` edges of a node, which eager code copies ``E`` times (``torch.cat``) for one
+  grouped call, and whose gradient is then the sum of ``E`` slices.
+  :func:`depthwise_repeat` convolves the input once per edge without the copies
+  (``hypernas/csrc/depthwise.cpp``, 3x3 and 5x5 at stride 1, a row of 16 channels per
+  vector register), the same function as ``F.conv2d(torch.cat([x] * E, 1), w,
+  groups=E*C)``; it also takes the second depthwise convolution (``E = 1``) and the
+  average pooling's.
 
-Tests compare both with the eager code (values and gradients; the mixture also in
-float64).  They are compiled with :func:`torch.utils.cpp_extension.load` the first time a
+Tests compare all three with the eager code (values and gradients; the mixture also in
+float64, the convolutions against float64 convolutions).  They are compiled with :func:`torch.utils.cpp_extension.load` the first time a
 process needs them (about a minute; cached in ``TORCH_EXTENSIONS_DIR``, by default under
 ``~/.cache``, under a name that includes this CPU's instruction set, since the code is
 compiled for it) and need a C++ compiler.  ``HYPERNAS_KERNELS`` chooses:
@@ -43,9 +51,10 @@ import torch
 
 CL = torch.channels_last
 CSRC = Path(__file__).parent / "csrc"
-SOURCES = [CSRC / "bindings.cpp", CSRC / "mix.cpp", CSRC / "pointwise.cpp"]
+SOURCES = [CSRC / "bindings.cpp", CSRC / "mix.cpp", CSRC / "pointwise.cpp", CSRC / "depthwise.cpp"]
 MAX_CHANNELS = 1024           # per edge (kMaxChannels in mix.cpp)
 POINTWISE_GROUP = 16          # channels per group of pointwise.cpp
+DEPTHWISE_MAX_EDGES = 4       # copies of the input in depthwise.cpp (kMaxEdges)
 _state = {"ext": None, "tried": False, "error": None, "disabled": 0}
 
 
@@ -225,6 +234,51 @@ def pointwise(x, weight, groups):
     """``F.conv2d(x, weight, None, 1, 0, 1, groups)`` for 1x1 ``weight`` with 16 channels per
     group, channels-last out (call :func:`pointwise_usable` first)."""
     return _Pointwise.apply(x, weight, groups)
+
+
+def depthwise_repeat_usable(x: torch.Tensor, weight: torch.Tensor, stride: int) -> bool:
+    """Whether :func:`depthwise_repeat` can take ``x`` and the depthwise ``weight`` of
+    ``E`` copies of it (CPUs, float32, stride 1, 3x3 or 5x5, 16k channels, 1 to 4 copies)."""
+    C = x.shape[1] if x.dim() == 4 else 0
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and stride == 1
+            and C % 16 == 0 and weight.dim() == 4 and weight.shape[1] == 1
+            and weight.shape[2] == weight.shape[3] and weight.shape[2] in (3, 5)
+            and weight.shape[0] % C == 0 and weight.shape[0] // C <= DEPTHWISE_MAX_EDGES and active())
+
+
+def _blocks(weight):
+    """``(E*C, 1, K, K)`` depthwise weights as ``(E*C/16, K*K, 16)`` (depthwise.cpp)."""
+    n, K = weight.shape[0], weight.shape[2]
+    return weight.detach().reshape(n // 16, 16, K * K).transpose(1, 2).contiguous()
+
+
+class _DepthwiseRepeat(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight):
+        x = _cl(x)
+        E, K = weight.shape[0] // x.shape[1], weight.shape[2]
+        wb = _blocks(weight)
+        ctx.save_for_backward(x, weight)
+        ctx.meta = (E, K, wb)
+        return _state["ext"].depthwise_forward(x, wb, E, K)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        x, weight = ctx.saved_tensors
+        E, K, wb = ctx.meta
+        g = _cl(g)
+        dx = _state["ext"].depthwise_input_grad(g, wb, E, K) if ctx.needs_input_grad[0] else None
+        dw = (_state["ext"].depthwise_weight_grad(x, g, E, K).view_as(weight)
+              if ctx.needs_input_grad[1] else None)
+        return dx, dw
+
+
+def depthwise_repeat(x, weight):
+    """``F.conv2d(torch.cat([x] * E, 1), weight, None, 1, K // 2, 1, E * C)`` for
+    depthwise ``weight`` ``(E*C, 1, K, K)``, without the ``E`` copies (call
+    :func:`depthwise_repeat_usable` first); channels-last out."""
+    return _DepthwiseRepeat.apply(x, weight)
 
 
 def report() -> str:

@@ -70,13 +70,13 @@ def avg_pool_3x3(x, stride):
     """``F.avg_pool2d(x, 3, stride, 1, count_include_pad=False)`` on a CPU as a depthwise
     convolution with weights 1, times ``1 / count`` (how many in-image pixels each window
     covers): the same function up to float rounding, and 2-4x faster forward and backward
-    at 28x28 (oneDNN's depthwise kernel against ATen's pooling loop).  Other devices pool."""
+    at 28x28 (:func:`depthwise` against ATen's pooling loop).  Other devices pool."""
     if x.device.type != "cpu":
         return F.avg_pool2d(x, 3, stride, 1, count_include_pad=False)
     C = x.shape[1]
     if (C, x.dtype) not in _POOL_ONES:
         _POOL_ONES[C, x.dtype] = torch.ones(C, 1, 3, 3, dtype=x.dtype)
-    return (F.conv2d(x, _POOL_ONES[C, x.dtype], None, stride, 1, 1, C)
+    return (depthwise(x, _POOL_ONES[C, x.dtype], stride)
             * pool_inverse_count(*x.shape[-2:], stride, x.device, x.dtype))
 
 
@@ -113,6 +113,18 @@ class SharedIdentity(nn.Module):
         return Identity()
 
 
+def depthwise(x, weight, stride, copies=1):
+    """``F.conv2d(torch.cat([x] * copies, 1), weight, None, stride, K // 2, 1, copies * C)``:
+    a depthwise convolution of ``copies`` copies of ``x`` (one per outgoing edge), by the
+    compiled kernel where it applies (CPUs, stride 1, :mod:`hypernas.kernels`), which
+    reads ``x`` once; oneDNN on the copies otherwise."""
+    if kernels.depthwise_repeat_usable(x, weight, stride):
+        return kernels.depthwise_repeat(x, weight)
+    if copies > 1:
+        x = torch.cat([x] * copies, 1)
+    return F.conv2d(x, weight, None, stride, weight.shape[-1] // 2, 1, weight.shape[0])
+
+
 def _pointwise(x, weight, groups):
     """A grouped 1x1 convolution: the compiled kernel where it applies (CPUs, 16 channels
     per group, :mod:`hypernas.kernels`), oneDNN otherwise."""
@@ -136,13 +148,10 @@ class FusedSepConv(nn.Module):
         self.bn1, self.bn2 = _BN(E * C), _BN(E * C)
 
     def forward(self, x):
-        E, C, p = self.E, self.C, self.k // 2
-        h = F.relu(x)
-        if E > 1:
-            h = torch.cat([h] * E, 1)
-        h = F.conv2d(h, self.dw1, None, self.stride, p, 1, E * C)
+        E = self.E
+        h = depthwise(F.relu(x), self.dw1, self.stride, E)
         h = self.bn1(_pointwise(h, self.pw1, E))
-        h = F.conv2d(F.relu(h), self.dw2, None, 1, p, 1, E * C)
+        h = depthwise(F.relu(h), self.dw2, 1)
         return self.bn2(_pointwise(h, self.pw2, E))
 
     def export(self, t):

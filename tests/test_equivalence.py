@@ -87,11 +87,13 @@ def test_fast_equals_reference(preset, k, shape):
     assert torch.equal(fb["stem.1.running_mean"], rb["stem.1.running_mean"])
     moved = [n for n, b in fb.items() if "running_mean" in n and b.abs().sum() > 0]
     assert len(moved) > 10
-    # ... and one exported edge's statistics equal the fused op's slice
+    # ... and one exported edge's statistics equal the fused op's slice (up to rounding:
+    # the fast supernet's compiled depthwise kernel sums its taps in another order)
     edge_op = ref.net.cells[1].mixed[0].ops[k - 1]       # a conv on a stride-2 edge
     exported = fast.net.export_edge(1, 0, k - 1)
     for (n1, b1), (n2, b2) in zip(edge_op.named_buffers(), exported.named_buffers()):
-        assert n1 == n2 and torch.equal(b1, b2), n1
+        assert n1 == n2 and _maxdiff(b1.double(), b2.double()) < 1e-6, n1
+        assert b1.abs().sum() > 0 or "num_batches" in n1, n1
     assert edge_op.state_dict().keys() == exported.state_dict().keys()
     fast.eval(); ref.eval()
     for mode in ("softmax", "discrete", "gumbel"):

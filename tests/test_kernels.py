@@ -1,7 +1,10 @@
-"""The compiled mixture kernel (hypernas/csrc/mix.cpp) computes what the eager code
-computes: values and gradients of every input, in float32 and float64, for the shapes the
-supernets use and for awkward ones (channels not a multiple of 8, one edge, no fused op,
-no shared op, inputs that are not channels-last)."""
+"""The compiled CPU kernels (hypernas/csrc/) compute what the eager code computes:
+values and gradients of every input, for the shapes the supernets use and for awkward
+ones.  The mixture kernel (mix.cpp) in float32 and float64 (channels not a multiple of 8,
+one edge, no fused op, no shared op, inputs that are not channels-last); the grouped 1x1
+(pointwise.cpp) and the depthwise convolution of repeated inputs (depthwise.cpp) against
+torch's convolutions in float64."""
+import contextlib
 import copy
 import os
 import subprocess
@@ -224,3 +227,83 @@ def test_supernet_step_float32_uses_both_kernels(ext, monkeypatch):
         b = eager(x, s, 1.0, "gumbel")
     assert calls["mix"] == 15 and calls["pointwise"] == 2 * 5     # both pw convs of cell 0's 5 nodes
     assert (a - b).abs().max().item() < 1e-5 * max(1.0, b.abs().max().item())
+
+
+@pytest.mark.parametrize("E,C,H,W,K", [(4, 16, 28, 28, 3), (3, 16, 9, 7, 3), (1, 32, 6, 6, 5), (2, 16, 5, 8, 5),
+                                       (4, 64, 7, 7, 3), (2, 16, 1, 3, 3)])
+@pytest.mark.parametrize("fmt", [CL, torch.contiguous_format], ids=["cl", "nchw"])
+def test_depthwise_repeat_equals_convolution_of_copies(ext, E, C, H, W, K, fmt):
+    """Values, input and weight gradients of the depthwise kernel against torch's grouped
+    convolution of ``cat([x] * E)`` in float64 (the kernel computes in float32); borders,
+    odd sizes, one row, 5x5 taps."""
+    g = torch.Generator().manual_seed(E * 100 + H)
+    x = torch.randn(3, C, H, W, generator=g).contiguous(memory_format=fmt).requires_grad_()
+    w = torch.randn(E * C, 1, K, K, generator=g).requires_grad_()
+    dy = torch.randn(3, E * C, H, W, generator=g)
+    assert kernels.depthwise_repeat_usable(x, w, 1)
+    y = kernels.depthwise_repeat(x, w)
+    dx, dw = torch.autograd.grad(y, (x, w), dy)
+    x64, w64 = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+    y64 = F.conv2d(torch.cat([x64] * E, 1), w64, None, 1, K // 2, 1, E * C)
+    dx64, dw64 = torch.autograd.grad(y64, (x64, w64), dy.double())
+    assert y.is_contiguous(memory_format=CL) and dx.is_contiguous(memory_format=CL)
+    for a, b in ((y, y64), (dx, dx64), (dw, dw64)):
+        assert a.shape == b.shape
+        assert (a.double() - b).abs().max().item() <= 1e-5 * b.abs().max().item()
+
+
+def test_depthwise_repeat_weight_without_gradient(ext):
+    """A weight that needs no gradient (the pooling's ones) gets none, and the input's
+    gradient is still right."""
+    x = torch.randn(2, 16, 6, 6).contiguous(memory_format=CL).requires_grad_()
+    ones = torch.ones(16, 1, 3, 3)
+    dx, = torch.autograd.grad(kernels.depthwise_repeat(x, ones).sum(), x)
+    ref, = torch.autograd.grad(F.conv2d(x, ones, None, 1, 1, 1, 16).sum(), x)
+    assert (dx - ref).abs().max().item() < 1e-5
+
+
+def test_depthwise_repeat_only_where_it_applies(ext):
+    x = torch.randn(2, 16, 5, 5)
+    w = torch.randn(64, 1, 3, 3)
+    assert kernels.depthwise_repeat_usable(x, w, 1)
+    assert not kernels.depthwise_repeat_usable(x, w, 2)                       # stride 2: oneDNN
+    assert not kernels.depthwise_repeat_usable(x, torch.randn(80, 1, 3, 3), 1)  # 5 copies
+    assert not kernels.depthwise_repeat_usable(x, torch.randn(64, 1, 7, 7), 1)  # 7x7
+    assert not kernels.depthwise_repeat_usable(torch.randn(2, 12, 5, 5), torch.randn(24, 1, 3, 3), 1)
+    assert not kernels.depthwise_repeat_usable(x.double(), w.double(), 1)
+    with kernels.disabled():
+        assert not kernels.depthwise_repeat_usable(x, w, 1)
+
+
+@pytest.mark.parametrize("experiment", ["exp1", "exp2"])
+def test_supernet_step_float32_uses_the_depthwise_kernel(ext, experiment, monkeypatch):
+    """A float32 training step of the supernet sends every stride-1 depthwise convolution
+    (both of each separable conv, the average pool's) through the kernel and gives the
+    eager code's logits and gradients within float32 rounding."""
+    from hypernas.supernet import FusedSepConv, SharedPool
+    cfg = config(experiment, "authors_code", "smoke")
+    torch.manual_seed(0)
+    model = build_model(cfg, 1).to(memory_format=CL).train()
+    eager = copy.deepcopy(model)
+    x = torch.randn(8, 1, 28, 28).contiguous(memory_format=CL)
+    s = torch.full((len(cfg["ops"]),), 1 / len(cfg["ops"]))
+    calls = []
+    real = kernels.depthwise_repeat
+    monkeypatch.setattr(kernels, "depthwise_repeat", lambda *a: calls.append(1) or real(*a))
+    expected = sum((2 if op.stride == 1 else 1) if isinstance(op, FusedSepConv) else
+                   int(isinstance(op, SharedPool) and op.name == "avg_pool_3x3" and op.stride == 1)
+                   for op in model.modules() if isinstance(op, (FusedSepConv, SharedPool)))
+    out = []
+    for m, use in ((model, True), (eager, False)):
+        with contextlib.nullcontext() if use else kernels.disabled():
+            torch.manual_seed(5)
+            logits = m(x, s, 1.0, "gumbel")
+            grads = torch.autograd.grad(F.cross_entropy(logits, torch.arange(8)), list(m.parameters()), allow_unused=True)
+        out.append((logits.detach(), grads))
+    assert len(calls) == expected > 10
+    assert (out[0][0] - out[1][0]).abs().max().item() < 1e-5 * max(1.0, out[1][0].abs().max().item())
+    worst = 0.0
+    for a, b in zip(out[0][1], out[1][1]):
+        if b is not None:
+            worst = max(worst, (a - b).abs().max().item() / max(1.0, b.abs().max().item()))
+    assert worst < 1e-4

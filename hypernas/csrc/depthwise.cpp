@@ -1,0 +1,186 @@
+// The first depthwise convolution of a source node's fused separable convolutions, with
+// the input repeated for its E edges built in (hypernas.kernels explains when and why it
+// is used).  Channels-last float32, stride 1, zero padding K/2, C a multiple of 16.
+//
+// x: (B, C, H, W), w[e*C+c, t]: the tap t = K*di + dj of output channel e*C + c (passed
+// arranged in blocks of 16 channels, see check_weight):
+//
+//   forward:      y[b, e*C+c, i, j] = sum_t x[b, c, i+di-K/2, j+dj-K/2] * w[e*C+c, t]
+//   input grad:   dx[b, c, i, j]    = sum_e sum_t g[b, e*C+c, i-di+K/2, j-dj+K/2] * w[e*C+c, t]
+//   weight grad:  dw[e*C+c, t]      = sum_{b,i,j} g[b, e*C+c, i, j] * x[b, c, i+di-K/2, j+dj-K/2]
+//
+// This is F.conv2d(torch.cat([x] * E, 1), w, groups=E*C, padding=K//2) and its gradients,
+// without the E copies of x (forward) nor the sum of E slices of the gradient (backward).
+// A row of 16 channels is one vector register; the weight gradient is summed per image
+// (float), then over the images in order (double), so it does not depend on the thread
+// count.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <vector>
+
+namespace {
+
+typedef float v16 __attribute__((vector_size(64)));
+constexpr int64_t kMaxEdges = 4;  // edges per source node (hypernas.kernels.DEPTHWISE_MAX_EDGES)
+
+inline v16 load(const float* p) { v16 v; __builtin_memcpy(&v, p, 64); return v; }
+inline void store(float* p, v16 v) { __builtin_memcpy(p, &v, 64); }
+
+// one output row (b, i) of the forward pass for the channel block cb of edge e
+template <int K>
+void forward_row(const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y, int64_t b,
+                 int64_t i, int64_t H, int64_t W, int64_t C, int64_t E, int64_t e, int64_t cb) {
+  constexpr int P = K / 2;
+  v16 wt[K * K];
+  const float* wb = w + (e * (C / 16) + cb / 16) * K * K * 16;
+  for (int t = 0; t < K * K; ++t) wt[t] = load(wb + t * 16);
+  for (int64_t j = 0; j < W; ++j) {
+    v16 acc = v16{};
+    for (int di = 0; di < K; ++di) {
+      const int64_t ii = i + di - P;
+      if (ii < 0 || ii >= H) continue;
+      const float* row = x + ((b * H + ii) * W) * C + cb;
+      for (int dj = 0; dj < K; ++dj) {
+        const int64_t jj = j + dj - P;
+        if (jj < 0 || jj >= W) continue;
+        acc += load(row + jj * C) * wt[di * K + dj];
+      }
+    }
+    store(y + ((b * H + i) * W + j) * (E * C) + e * C + cb, acc);
+  }
+}
+
+// one row (b, i) of the input gradient for the channel block cb, summed over the edges
+template <int K, int E>
+void input_grad_row(const float* __restrict__ g, const float* __restrict__ w, float* __restrict__ dx, int64_t b,
+                    int64_t i, int64_t H, int64_t W, int64_t C, int64_t cb) {
+  constexpr int P = K / 2;
+  v16 wt[E * K * K];
+  for (int e = 0; e < E; ++e) {
+    const float* wb = w + (e * (C / 16) + cb / 16) * K * K * 16;
+    for (int t = 0; t < K * K; ++t) wt[e * K * K + t] = load(wb + t * 16);
+  }
+  for (int64_t j = 0; j < W; ++j) {
+    v16 acc = v16{};
+    for (int di = 0; di < K; ++di) {
+      const int64_t ii = i - di + P;   // the output row that read x[i] through tap di
+      if (ii < 0 || ii >= H) continue;
+      const float* row = g + ((b * H + ii) * W) * (E * C) + cb;
+      for (int dj = 0; dj < K; ++dj) {
+        const int64_t jj = j - dj + P;
+        if (jj < 0 || jj >= W) continue;
+        const float* px = row + jj * (E * C);
+        for (int e = 0; e < E; ++e) acc += load(px + e * C) * wt[e * K * K + di * K + dj];
+      }
+    }
+    store(dx + ((b * H + i) * W + j) * C + cb, acc);
+  }
+}
+
+template <int K>
+void input_grad_row_e(const float* g, const float* w, float* dx, int64_t b, int64_t i, int64_t H, int64_t W,
+                      int64_t C, int64_t E, int64_t cb) {
+  switch (E) {
+    case 1: input_grad_row<K, 1>(g, w, dx, b, i, H, W, C, cb); break;
+    case 2: input_grad_row<K, 2>(g, w, dx, b, i, H, W, C, cb); break;
+    case 3: input_grad_row<K, 3>(g, w, dx, b, i, H, W, C, cb); break;
+    default: input_grad_row<K, 4>(g, w, dx, b, i, H, W, C, cb); break;
+  }
+}
+
+// image b's share of the weight gradient of edge e, channel block cb: out[t] (16 floats)
+template <int K>
+void weight_grad_image(const float* __restrict__ x, const float* __restrict__ g, float* __restrict__ out, int64_t b,
+                       int64_t H, int64_t W, int64_t C, int64_t E, int64_t e, int64_t cb) {
+  constexpr int P = K / 2;
+  v16 acc[K * K];
+  for (int t = 0; t < K * K; ++t) acc[t] = v16{};
+  for (int64_t i = 0; i < H; ++i)
+    for (int64_t j = 0; j < W; ++j) {
+      const v16 gv = load(g + ((b * H + i) * W + j) * (E * C) + e * C + cb);
+      for (int di = 0; di < K; ++di) {
+        const int64_t ii = i + di - P;
+        if (ii < 0 || ii >= H) continue;
+        const float* row = x + ((b * H + ii) * W) * C + cb;
+        for (int dj = 0; dj < K; ++dj) {
+          const int64_t jj = j + dj - P;
+          if (jj < 0 || jj >= W) continue;
+          acc[di * K + dj] += gv * load(row + jj * C);
+        }
+      }
+    }
+  for (int t = 0; t < K * K; ++t) store(out + t * 16, acc[t]);
+}
+
+void check(const torch::Tensor& t, const char* what) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == torch::kFloat && t.dim() == 4 && t.size(1) % 16 == 0 &&
+                  t.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "depthwise: ", what, " must be a channels-last float32 CPU tensor of 16k channels");
+}
+
+// the weights arranged (E*C/16, K*K, 16): the 16 channels of a block adjacent for each tap
+void check_weight(const torch::Tensor& w, int64_t EC, int64_t K) {
+  TORCH_CHECK(w.scalar_type() == torch::kFloat && w.is_contiguous() && w.dim() == 3 && w.size(0) * 16 == EC &&
+                  w.size(1) == K * K && w.size(2) == 16 && (K == 3 || K == 5),
+              "depthwise: weights must be contiguous (E*C/16, K*K, 16) float32 with K 3 or 5");
+}
+
+#define DISPATCH_K(K, FN, ...) \
+  if ((K) == 3) FN<3>(__VA_ARGS__); else FN<5>(__VA_ARGS__);
+
+}  // namespace
+
+torch::Tensor depthwise_forward(torch::Tensor x, torch::Tensor w, int64_t E, int64_t K) {
+  check(x, "the input");
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  TORCH_CHECK(E >= 1 && E <= kMaxEdges, "depthwise: at most ", kMaxEdges, " copies");
+  check_weight(w, E * C, K);
+  auto y = torch::empty({B, E * C, H, W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const float *xp = x.data_ptr<float>(), *wp = w.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  const int64_t blocks = C / 16;
+  at::parallel_for(0, B * H, 1, [&](int64_t a, int64_t z) {
+    for (int64_t r = a; r < z; ++r)
+      for (int64_t e = 0; e < E; ++e)
+        for (int64_t k = 0; k < blocks; ++k) DISPATCH_K(K, forward_row, xp, wp, yp, r / H, r % H, H, W, C, E, e, k * 16)
+  });
+  return y;
+}
+
+torch::Tensor depthwise_input_grad(torch::Tensor g, torch::Tensor w, int64_t E, int64_t K) {
+  check(g, "the output gradient");
+  const int64_t B = g.size(0), C = g.size(1) / E, H = g.size(2), W = g.size(3);
+  TORCH_CHECK(g.size(1) == E * C && C % 16 == 0 && E >= 1 && E <= kMaxEdges,
+              "depthwise: gradient channels must be E * C, C a multiple of 16, E at most ", kMaxEdges);
+  check_weight(w, E * C, K);
+  auto dx = torch::empty({B, C, H, W}, g.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const float *gp = g.data_ptr<float>(), *wp = w.data_ptr<float>();
+  float* dp = dx.data_ptr<float>();
+  const int64_t blocks = C / 16;
+  at::parallel_for(0, B * H, 1, [&](int64_t a, int64_t z) {
+    for (int64_t r = a; r < z; ++r)
+      for (int64_t k = 0; k < blocks; ++k) DISPATCH_K(K, input_grad_row_e, gp, wp, dp, r / H, r % H, H, W, C, E, k * 16)
+  });
+  return dx;
+}
+
+torch::Tensor depthwise_weight_grad(torch::Tensor x, torch::Tensor g, int64_t E, int64_t K) {
+  check(x, "the input");
+  check(g, "the output gradient");
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  TORCH_CHECK(g.size(0) == B && g.size(1) == E * C && g.size(2) == H && g.size(3) == W,
+              "depthwise: gradient and input shapes do not match");
+  const int64_t blocks = C / 16, KK = K * K;
+  auto parts = torch::empty({B, E, blocks, KK, 16}, x.options());
+  const float *xp = x.data_ptr<float>(), *gp = g.data_ptr<float>();
+  float* pp = parts.data_ptr<float>();
+  at::parallel_for(0, B * E * blocks, 1, [&](int64_t a, int64_t z) {
+    for (int64_t r = a; r < z; ++r) {
+      const int64_t b = r / (E * blocks), e = (r / blocks) % E, k = r % blocks;
+      DISPATCH_K(K, weight_grad_image, xp, gp, pp + r * KK * 16, b, H, W, C, E, e, k * 16)
+    }
+  });
+  // (B, E, blocks, KK, 16) -> sum over B in double -> (E, blocks, 16, KK) = (E*C, KK)
+  return parts.sum(0, false, torch::kDouble).to(torch::kFloat).permute({0, 1, 3, 2}).reshape({E * C, KK});
+}
