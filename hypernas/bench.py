@@ -335,7 +335,7 @@ def main(argv=None):
     print("(diff: largest |fast - reference| of the logits, float32 and float64; "
           "MB: tensors saved for backward in one training forward; faults/step: minor page "
           "faults per fast training step, median over the windows; no-kernels: the fast supernet "
-          "without the compiled CPU kernels (eager mixture, oneDNN's grouped 1x1 convolutions); "
+          "without the compiled CPU kernels (eager mixture, oneDNN's grouped 1x1 and depthwise convolutions); "
           "img/s: median of "
           f"{a.windows} alternating windows of {a.steps} steps)")
     dt = derive_and_evaluate_time(dev)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_conv_bn_weights
 
+from . import kernels
 from .complexity import check_complexity
 from .genotype import Genotype, cell_edges, op_counts, weight_count_of
 from .ops import FactorizedReduce, PoolBN, SepConv, SubsampledFactorizedReduce, pool_inverse_count
@@ -33,6 +34,25 @@ def _take_relu(op) -> bool:
         seq[0] = nn.Identity()
         return True
     return False
+
+
+class KernelConv2d(nn.Conv2d):
+    """``nn.Conv2d`` (same weights and state) that runs on the compiled CPU kernels of
+    :mod:`hypernas.kernels` where they apply -- a 16-channel 1x1 convolution, a stride-1
+    depthwise 3x3 or 5x5 -- and as ``nn.Conv2d`` elsewhere.  A derived network's separable
+    convolutions at width 16 are these shapes, which oneDNN runs slowly."""
+
+    def forward(self, x):
+        w = self.weight
+        plain = self.stride == (1, 1) and self.dilation == (1, 1) and self.padding_mode == "zeros"
+        if plain and self.groups == 1 and self.kernel_size == (1, 1) and kernels.pointwise_usable(x, w, 1):
+            y = kernels.pointwise(x, w, 1)
+        elif (plain and self.groups == self.in_channels == self.out_channels
+              and self.padding == (self.kernel_size[0] // 2,) * 2 and kernels.depthwise_repeat_usable(x, w, 1)):
+            y = kernels.depthwise_repeat(x, w)
+        else:
+            return super().forward(x)
+        return y if self.bias is None else y.add_(self.bias.view(1, -1, 1, 1))   # y: the kernel's own output
 
 
 class DerivedCell(nn.Module):
@@ -98,6 +118,9 @@ class DerivedNetwork(nn.Module):
                 self.classifier.bias.copy_(torch.einsum("r,ro->o", w, clf.bias))
             else:
                 self.classifier.load_state_dict(clf.linear.state_dict())
+        for m in self.modules():
+            if type(m) is nn.Conv2d:
+                m.__class__ = KernelConv2d
         self.to(next(model.parameters()).device).to(memory_format=torch.channels_last)
 
     def forward(self, x):

@@ -28,7 +28,7 @@ def ext():
     if e is None:
         if kernels.setting() == "require":
             pytest.fail(f"HYPERNAS_KERNELS=require but the kernel is not available: {kernels.error()}")
-        pytest.skip(f"the mixture kernel is not available here: {kernels.error() or 'HYPERNAS_KERNELS=0'}")
+        pytest.skip(f"the CPU kernels are not available here: {kernels.error() or 'HYPERNAS_KERNELS=0'}")
     return e
 
 
@@ -207,9 +207,9 @@ def test_pointwise_only_where_it_applies(ext):
         assert not kernels.pointwise_usable(x, torch.randn(32, 16, 1, 1), 2)
 
 
-def test_supernet_step_float32_uses_both_kernels(ext, monkeypatch):
-    """A float32 training forward of exp1's supernet (width 16) goes through both kernels
-    and gives the eager code's logits within float32 rounding."""
+def test_supernet_step_float32_uses_the_mixture_and_pointwise_kernels(ext, monkeypatch):
+    """A float32 training forward of exp1's supernet (width 16) goes through the mixture and
+    pointwise kernels and gives the eager code's logits within float32 rounding."""
     cfg = config("exp1", "authors_code", "smoke")
     torch.manual_seed(0)
     model = build_model(cfg, 1).to(memory_format=CL).train()
@@ -307,3 +307,30 @@ def test_supernet_step_float32_uses_the_depthwise_kernel(ext, experiment, monkey
         if b is not None:
             worst = max(worst, (a - b).abs().max().item() / max(1.0, b.abs().max().item()))
     assert worst < 1e-4
+
+
+@pytest.mark.parametrize("conv,by_kernel", [
+    (dict(in_channels=16, out_channels=16, kernel_size=1, bias=True), True),                          # pointwise
+    (dict(in_channels=32, out_channels=32, kernel_size=3, padding=1, groups=32, bias=False), True),   # depthwise
+    (dict(in_channels=16, out_channels=16, kernel_size=5, padding=2, groups=16, bias=True), True),
+    (dict(in_channels=16, out_channels=16, kernel_size=3, padding=1, groups=16, stride=2), False),   # oneDNN
+    (dict(in_channels=48, out_channels=16, kernel_size=1), False),                                    # oneDNN
+], ids=["pw16", "dw3", "dw5-bias", "dw-stride2", "pw48"])
+def test_derived_networks_kernel_conv_equals_conv2d(ext, conv, by_kernel, monkeypatch):
+    """KernelConv2d (derived networks' convolutions) is nn.Conv2d with the same state,
+    computed by the kernels where they apply and by oneDNN elsewhere."""
+    from hypernas.derived import KernelConv2d
+    torch.manual_seed(0)
+    ref = torch.nn.Conv2d(**conv)
+    fast = copy.deepcopy(ref)
+    fast.__class__ = KernelConv2d
+    assert fast.state_dict().keys() == ref.state_dict().keys()
+    calls = []
+    for name in ("pointwise", "depthwise_repeat"):
+        real = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, _r=real: calls.append(1) or _r(*a))
+    x = torch.randn(3, conv["in_channels"], 10, 10).contiguous(memory_format=CL)
+    with torch.no_grad():
+        a, b = fast(x), ref(x)
+    assert a.shape == b.shape and (a - b).abs().max().item() < 1e-5 * max(1.0, b.abs().max().item())
+    assert len(calls) == int(by_kernel)

@@ -27,26 +27,35 @@ constexpr int64_t kMaxEdges = 4;  // edges per source node (hypernas.kernels.DEP
 inline v16 load(const float* p) { v16 v; __builtin_memcpy(&v, p, 64); return v; }
 inline void store(float* p, v16 v) { __builtin_memcpy(p, &v, 64); }
 
+// f(t, ii, jj) for every tap t = K*di + dj of pixel (i, j) that lands inside the image, at
+// (ii, jj) = (i, j) + SIGN * (di - K/2, dj - K/2): SIGN 1 for the pixels a forward output
+// reads, -1 for the outputs that read pixel (i, j) (the input gradient)
+template <int K, int SIGN, typename F>
+inline void each_tap(int64_t i, int64_t j, int64_t H, int64_t W, F&& f) {
+  constexpr int P = K / 2;
+  for (int di = 0; di < K; ++di) {
+    const int64_t ii = i + SIGN * (di - P);
+    if (ii < 0 || ii >= H) continue;
+    for (int dj = 0; dj < K; ++dj) {
+      const int64_t jj = j + SIGN * (dj - P);
+      if (jj < 0 || jj >= W) continue;
+      f(di * K + dj, ii, jj);
+    }
+  }
+}
+
 // one output row (b, i) of the forward pass for the channel block cb of edge e
 template <int K>
 void forward_row(const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y, int64_t b,
                  int64_t i, int64_t H, int64_t W, int64_t C, int64_t E, int64_t e, int64_t cb) {
-  constexpr int P = K / 2;
   v16 wt[K * K];
   const float* wb = w + (e * (C / 16) + cb / 16) * K * K * 16;
   for (int t = 0; t < K * K; ++t) wt[t] = load(wb + t * 16);
   for (int64_t j = 0; j < W; ++j) {
     v16 acc = v16{};
-    for (int di = 0; di < K; ++di) {
-      const int64_t ii = i + di - P;
-      if (ii < 0 || ii >= H) continue;
-      const float* row = x + ((b * H + ii) * W) * C + cb;
-      for (int dj = 0; dj < K; ++dj) {
-        const int64_t jj = j + dj - P;
-        if (jj < 0 || jj >= W) continue;
-        acc += load(row + jj * C) * wt[di * K + dj];
-      }
-    }
+    each_tap<K, 1>(i, j, H, W, [&](int t, int64_t ii, int64_t jj) {
+      acc += load(x + ((b * H + ii) * W + jj) * C + cb) * wt[t];
+    });
     store(y + ((b * H + i) * W + j) * (E * C) + e * C + cb, acc);
   }
 }
@@ -55,7 +64,6 @@ void forward_row(const float* __restrict__ x, const float* __restrict__ w, float
 template <int K, int E>
 void input_grad_row(const float* __restrict__ g, const float* __restrict__ w, float* __restrict__ dx, int64_t b,
                     int64_t i, int64_t H, int64_t W, int64_t C, int64_t cb) {
-  constexpr int P = K / 2;
   v16 wt[E * K * K];
   for (int e = 0; e < E; ++e) {
     const float* wb = w + (e * (C / 16) + cb / 16) * K * K * 16;
@@ -63,17 +71,10 @@ void input_grad_row(const float* __restrict__ g, const float* __restrict__ w, fl
   }
   for (int64_t j = 0; j < W; ++j) {
     v16 acc = v16{};
-    for (int di = 0; di < K; ++di) {
-      const int64_t ii = i - di + P;   // the output row that read x[i] through tap di
-      if (ii < 0 || ii >= H) continue;
-      const float* row = g + ((b * H + ii) * W) * (E * C) + cb;
-      for (int dj = 0; dj < K; ++dj) {
-        const int64_t jj = j - dj + P;
-        if (jj < 0 || jj >= W) continue;
-        const float* px = row + jj * (E * C);
-        for (int e = 0; e < E; ++e) acc += load(px + e * C) * wt[e * K * K + di * K + dj];
-      }
-    }
+    each_tap<K, -1>(i, j, H, W, [&](int t, int64_t ii, int64_t jj) {   // the outputs that read (i, j)
+      const float* px = g + ((b * H + ii) * W + jj) * (E * C) + cb;
+      for (int e = 0; e < E; ++e) acc += load(px + e * C) * wt[e * K * K + t];
+    });
     store(dx + ((b * H + i) * W + j) * C + cb, acc);
   }
 }
@@ -93,22 +94,14 @@ void input_grad_row_e(const float* g, const float* w, float* dx, int64_t b, int6
 template <int K>
 void weight_grad_image(const float* __restrict__ x, const float* __restrict__ g, float* __restrict__ out, int64_t b,
                        int64_t H, int64_t W, int64_t C, int64_t E, int64_t e, int64_t cb) {
-  constexpr int P = K / 2;
   v16 acc[K * K];
   for (int t = 0; t < K * K; ++t) acc[t] = v16{};
   for (int64_t i = 0; i < H; ++i)
     for (int64_t j = 0; j < W; ++j) {
       const v16 gv = load(g + ((b * H + i) * W + j) * (E * C) + e * C + cb);
-      for (int di = 0; di < K; ++di) {
-        const int64_t ii = i + di - P;
-        if (ii < 0 || ii >= H) continue;
-        const float* row = x + ((b * H + ii) * W) * C + cb;
-        for (int dj = 0; dj < K; ++dj) {
-          const int64_t jj = j + dj - P;
-          if (jj < 0 || jj >= W) continue;
-          acc[di * K + dj] += gv * load(row + jj * C);
-        }
-      }
+      each_tap<K, 1>(i, j, H, W, [&](int t, int64_t ii, int64_t jj) {
+        acc[t] += gv * load(x + ((b * H + ii) * W + jj) * C + cb);
+      });
     }
   for (int t = 0; t < K * K; ++t) store(out + t * 16, acc[t]);
 }
