@@ -45,7 +45,8 @@ class KernelConv2d(nn.Conv2d):
     def forward(self, x):
         w = self.weight
         plain = self.stride == (1, 1) and self.dilation == (1, 1) and self.padding_mode == "zeros"
-        if plain and self.groups == 1 and self.kernel_size == (1, 1) and kernels.pointwise_usable(x, w, 1):
+        if (plain and self.groups == 1 and self.kernel_size == (1, 1) and self.padding == (0, 0)
+                and kernels.pointwise_usable(x, w, 1)):
             y = kernels.pointwise(x, w, 1)
         elif (plain and self.groups == self.in_channels == self.out_channels
               and self.padding == (self.kernel_size[0] // 2,) * 2 and kernels.depthwise_repeat_usable(x, w, 1)):

@@ -132,13 +132,13 @@ def memory_format(x: torch.Tensor):
 
 
 class _ReLUSubsample(torch.autograd.Function):
-    """``cat([relu(x)[:, :, ::2, ::2], relu(x)[:, :, 1::2, 1::2]], 1)``, contiguous in x's
+    """``cat([r[:, :, ::2, ::2], r[:, :, 1::2, 1::2]], 1)`` with ``r = relu(x)`` (or ``x``), contiguous in x's
     memory format, with a gradient in that format too: slicing's own backward returns an
     NCHW gradient for a channels-last ``x``, and every op after it (ReLU's backward
     first, ~10x slower on mismatched layouts) then pays for the mismatch."""
 
     @staticmethod
-    def forward(ctx, x):
+    def forward(ctx, x, relu):
         B, C, H, W = x.shape
         if H % 2 or W % 2:
             raise ValueError(f"FactorizedReduce needs an even height and width, got {H} x {W}")
@@ -146,9 +146,10 @@ class _ReLUSubsample(torch.autograd.Function):
         z = torch.empty(B, 2 * C, H // 2, W // 2, dtype=x.dtype, device=x.device, memory_format=fmt)
         z[:, :C] = x[:, :, ::2, ::2]
         z[:, C:] = x[:, :, 1::2, 1::2]
-        z.relu_()
+        if relu:
+            z.relu_()
         ctx.save_for_backward(z)
-        ctx.shape, ctx.fmt = x.shape, fmt
+        ctx.shape, ctx.fmt, ctx.relu = x.shape, fmt, relu
         return z
 
     @staticmethod
@@ -156,17 +157,19 @@ class _ReLUSubsample(torch.autograd.Function):
     def backward(ctx, g):
         z, = ctx.saved_tensors
         C = ctx.shape[1]
-        g = torch.ops.aten.threshold_backward(g.contiguous(memory_format=ctx.fmt), z, 0)
+        g = g.contiguous(memory_format=ctx.fmt)
+        if ctx.relu:
+            g = torch.ops.aten.threshold_backward(g, z, 0)
         dx = torch.empty(ctx.shape, dtype=g.dtype, device=g.device, memory_format=ctx.fmt).zero_()
         dx[:, :, ::2, ::2] = g[:, :C]
         dx[:, :, 1::2, 1::2] = g[:, C:]
-        return dx
+        return dx, None
 
 
-def relu_subsample(x: torch.Tensor) -> torch.Tensor:
-    """ReLU, then the two pixel grids FactorizedReduce reads (``x[::2, ::2]`` and
-    ``x[1::2, 1::2]``) stacked on the channels: ``(B, 2C, H/2, W/2)``."""
-    return _ReLUSubsample.apply(x)
+def relu_subsample(x: torch.Tensor, relu: bool = True) -> torch.Tensor:
+    """ReLU (unless ``relu`` is False), then the two pixel grids FactorizedReduce reads
+    (``x[::2, ::2]`` and ``x[1::2, 1::2]``) stacked on the channels: ``(B, 2C, H/2, W/2)``."""
+    return _ReLUSubsample.apply(x, relu)
 
 
 class SubsampledFactorizedReduce(FactorizedReduce):
@@ -180,7 +183,9 @@ class SubsampledFactorizedReduce(FactorizedReduce):
     def forward(self, x):
         w = torch.cat([self.conv1.weight, self.conv2.weight])
         b = None if self.conv1.bias is None else torch.cat([self.conv1.bias, self.conv2.bias])
-        return self.bn(F.conv2d(relu_subsample(x), w, b, 1, 0, 1, 2))
+        # a derived network takes the ReLU out (nn.Identity) when its input has it already
+        z = relu_subsample(x, relu=isinstance(self.relu, nn.ReLU))
+        return self.bn(F.conv2d(z, w, b, 1, 0, 1, 2))
 
 
 class Identity(nn.Module):

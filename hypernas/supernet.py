@@ -113,13 +113,15 @@ class SharedIdentity(nn.Module):
         return Identity()
 
 
-def depthwise(x, weight, stride, copies=1):
-    """``F.conv2d(torch.cat([x] * copies, 1), weight, None, stride, K // 2, 1, copies * C)``:
-    a depthwise convolution of ``copies`` copies of ``x`` (one per outgoing edge), by the
+def depthwise(x, weight, stride):
+    """``F.conv2d(torch.cat([x] * E, 1), weight, None, stride, K // 2, 1, E * C)`` for
+    ``weight`` ``(E * C, 1, K, K)``: a depthwise convolution of ``E`` copies of ``x`` (one
+    per outgoing edge), by the
     compiled kernel where it applies (CPUs, stride 1, :mod:`hypernas.kernels`), which
     reads ``x`` once; oneDNN on the copies otherwise."""
     if kernels.depthwise_repeat_usable(x, weight, stride):
         return kernels.depthwise_repeat(x, weight)
+    copies = weight.shape[0] // x.shape[1]
     if copies > 1:
         x = torch.cat([x] * copies, 1)
     return F.conv2d(x, weight, None, stride, weight.shape[-1] // 2, 1, weight.shape[0])
@@ -149,7 +151,7 @@ class FusedSepConv(nn.Module):
 
     def forward(self, x):
         E = self.E
-        h = depthwise(F.relu(x), self.dw1, self.stride, E)
+        h = depthwise(F.relu(x), self.dw1, self.stride)
         h = self.bn1(_pointwise(h, self.pw1, E))
         h = depthwise(F.relu(h), self.dw2, 1)
         return self.bn2(_pointwise(h, self.pw2, E))

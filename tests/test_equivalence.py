@@ -194,6 +194,13 @@ def test_relu_subsample_keeps_the_layout_of_its_input(fmt):
     ref, = torch.autograd.grad(torch.cat([r[:, :, ::2, ::2], r[:, :, 1::2, 1::2]], 1), x, g)
     assert torch.equal(dx, ref) and dx.is_contiguous(memory_format=fmt)
     assert (dx[:, :, ::2, 1::2] == 0).all() and dx.abs().sum() > 0
+    # without the ReLU (a derived network's input has it already): the grids as they are
+    z = relu_subsample(x, relu=False)
+    plain = torch.cat([x[:, :, ::2, ::2], x[:, :, 1::2, 1::2]], 1)
+    assert torch.equal(z, plain) and (z < 0).any()
+    dx, = torch.autograd.grad(z, x, g)
+    ref, = torch.autograd.grad(plain, x, g)
+    assert torch.equal(dx, ref) and dx.is_contiguous(memory_format=fmt)
     with pytest.raises(ValueError, match="even height and width"):
         relu_subsample(torch.randn(1, 2, 7, 8))
 

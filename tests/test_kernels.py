@@ -315,7 +315,8 @@ def test_supernet_step_float32_uses_the_depthwise_kernel(ext, experiment, monkey
     (dict(in_channels=16, out_channels=16, kernel_size=5, padding=2, groups=16, bias=True), True),
     (dict(in_channels=16, out_channels=16, kernel_size=3, padding=1, groups=16, stride=2), False),   # oneDNN
     (dict(in_channels=48, out_channels=16, kernel_size=1), False),                                    # oneDNN
-], ids=["pw16", "dw3", "dw5-bias", "dw-stride2", "pw48"])
+    (dict(in_channels=16, out_channels=16, kernel_size=1, padding=1), False),                         # padded
+], ids=["pw16", "dw3", "dw5-bias", "dw-stride2", "pw48", "pw16-padded"])
 def test_derived_networks_kernel_conv_equals_conv2d(ext, conv, by_kernel, monkeypatch):
     """KernelConv2d (derived networks' convolutions) is nn.Conv2d with the same state,
     computed by the kernels where they apply and by oneDNN elsewhere."""

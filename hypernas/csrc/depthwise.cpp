@@ -1,6 +1,7 @@
-// The first depthwise convolution of a source node's fused separable convolutions, with
-// the input repeated for its E edges built in (hypernas.kernels explains when and why it
-// is used).  Channels-last float32, stride 1, zero padding K/2, C a multiple of 16.
+// A depthwise convolution of E copies of one input (a source node's input for its E edges;
+// E = 1 for the second half of a separable convolution, the average pool and derived
+// networks), without the copies (hypernas.kernels explains when and why it is used).
+// Channels-last float32, stride 1, zero padding K/2, C a multiple of 16.
 //
 // x: (B, C, H, W), w[e*C+c, t]: the tap t = K*di + dj of output channel e*C + c (passed
 // arranged in blocks of 16 channels, see check_weight):
