@@ -18,8 +18,8 @@ Where the fast supernet's time goes on a CPU (``book/performance.md``):
   ``E`` edges of a node, which eager code copies ``E`` times (``torch.cat``) for one
   grouped call, and whose gradient is then the sum of ``E`` slices.
   :func:`depthwise_repeat` convolves the input once per edge without the copies
-  (``hypernas/csrc/depthwise.cpp``, 3x3 and 5x5 at stride 1, a row of 16 channels per
-  vector register), the same function as ``F.conv2d(torch.cat([x] * E, 1), w,
+  (``hypernas/csrc/depthwise.cpp``, 3x3 and 5x5 at stride 1 or 2, a row of 16 channels
+  per vector register), the same function as ``F.conv2d(torch.cat([x] * E, 1), w,
   groups=E*C)``; it also takes the second depthwise convolution (``E = 1``) and the
   average pooling's.
 
@@ -238,9 +238,10 @@ def pointwise(x, weight, groups):
 
 def depthwise_repeat_usable(x: torch.Tensor, weight: torch.Tensor, stride: int) -> bool:
     """Whether :func:`depthwise_repeat` can take ``x`` and the depthwise ``weight`` of
-    ``E`` copies of it (CPUs, float32, stride 1, 3x3 or 5x5, 16k channels, 1 to 4 copies)."""
+    ``E`` copies of it (CPUs, float32, stride 1 or 2, 3x3 or 5x5, 16k channels, 1 to 4
+    copies)."""
     C = x.shape[1] if x.dim() == 4 else 0
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and stride == 1
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and stride in (1, 2)
             and C % 16 == 0 and weight.dim() == 4 and weight.shape[1] == 1
             and weight.shape[2] == weight.shape[3] and weight.shape[2] in (3, 5)
             and weight.shape[0] % C == 0 and weight.shape[0] // C <= DEPTHWISE_MAX_EDGES and active())
@@ -254,31 +255,32 @@ def _blocks(weight):
 
 class _DepthwiseRepeat(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight):
+    def forward(ctx, x, weight, stride):
         x = _cl(x)
         E, K = weight.shape[0] // x.shape[1], weight.shape[2]
         wb = _blocks(weight)
         ctx.save_for_backward(x, weight)
-        ctx.meta = (E, K, wb)
-        return _state["ext"].depthwise_forward(x, wb, E, K)
+        ctx.meta = (E, K, stride, wb)
+        return _state["ext"].depthwise_forward(x, wb, E, K, stride)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
         x, weight = ctx.saved_tensors
-        E, K, wb = ctx.meta
+        E, K, stride, wb = ctx.meta
         g = _cl(g)
-        dx = _state["ext"].depthwise_input_grad(g, wb, E, K) if ctx.needs_input_grad[0] else None
-        dw = (_state["ext"].depthwise_weight_grad(x, g, E, K).view_as(weight)
+        dx = (_state["ext"].depthwise_input_grad(g, wb, E, K, stride, x.shape[2], x.shape[3])
+              if ctx.needs_input_grad[0] else None)
+        dw = (_state["ext"].depthwise_weight_grad(x, g, E, K, stride).view_as(weight)
               if ctx.needs_input_grad[1] else None)
-        return dx, dw
+        return dx, dw, None
 
 
-def depthwise_repeat(x, weight):
-    """``F.conv2d(torch.cat([x] * E, 1), weight, None, 1, K // 2, 1, E * C)`` for
+def depthwise_repeat(x, weight, stride=1):
+    """``F.conv2d(torch.cat([x] * E, 1), weight, None, stride, K // 2, 1, E * C)`` for
     depthwise ``weight`` ``(E*C, 1, K, K)``, without the ``E`` copies (call
     :func:`depthwise_repeat_usable` first); channels-last out."""
-    return _DepthwiseRepeat.apply(x, weight)
+    return _DepthwiseRepeat.apply(x, weight, stride)
 
 
 def report() -> str:

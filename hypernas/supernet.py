@@ -117,10 +117,10 @@ def depthwise(x, weight, stride):
     """``F.conv2d(torch.cat([x] * E, 1), weight, None, stride, K // 2, 1, E * C)`` for
     ``weight`` ``(E * C, 1, K, K)``: a depthwise convolution of ``E`` copies of ``x`` (one
     per outgoing edge), by the
-    compiled kernel where it applies (CPUs, stride 1, :mod:`hypernas.kernels`), which
-    reads ``x`` once; oneDNN on the copies otherwise."""
+    compiled kernel where it applies (CPUs, :mod:`hypernas.kernels`), which reads ``x``
+    once; oneDNN on the copies otherwise."""
     if kernels.depthwise_repeat_usable(x, weight, stride):
-        return kernels.depthwise_repeat(x, weight)
+        return kernels.depthwise_repeat(x, weight, stride)
     copies = weight.shape[0] // x.shape[1]
     if copies > 1:
         x = torch.cat([x] * copies, 1)

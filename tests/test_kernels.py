@@ -230,21 +230,23 @@ def test_supernet_step_float32_uses_the_mixture_and_pointwise_kernels(ext, monke
 
 
 @pytest.mark.parametrize("E,C,H,W,K", [(4, 16, 28, 28, 3), (3, 16, 9, 7, 3), (1, 32, 6, 6, 5), (2, 16, 5, 8, 5),
-                                       (4, 64, 7, 7, 3), (2, 16, 1, 3, 3)])
+                                       (4, 64, 7, 7, 3), (2, 16, 1, 3, 3), (1, 16, 2, 1, 5)])
+@pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("fmt", [CL, torch.contiguous_format], ids=["cl", "nchw"])
-def test_depthwise_repeat_equals_convolution_of_copies(ext, E, C, H, W, K, fmt):
+def test_depthwise_repeat_equals_convolution_of_copies(ext, E, C, H, W, K, stride, fmt):
     """Values, input and weight gradients of the depthwise kernel against torch's grouped
     convolution of ``cat([x] * E)`` in float64 (the kernel computes in float32); borders,
-    odd sizes, one row, 5x5 taps."""
-    g = torch.Generator().manual_seed(E * 100 + H)
+    odd and even sizes (at stride 2 an odd size has a last output row reading the border),
+    one row, 5x5 taps wider than the image."""
+    g = torch.Generator().manual_seed(E * 100 + H + 7 * stride)
     x = torch.randn(3, C, H, W, generator=g).contiguous(memory_format=fmt).requires_grad_()
     w = torch.randn(E * C, 1, K, K, generator=g).requires_grad_()
-    dy = torch.randn(3, E * C, H, W, generator=g)
-    assert kernels.depthwise_repeat_usable(x, w, 1)
-    y = kernels.depthwise_repeat(x, w)
-    dx, dw = torch.autograd.grad(y, (x, w), dy)
     x64, w64 = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
-    y64 = F.conv2d(torch.cat([x64] * E, 1), w64, None, 1, K // 2, 1, E * C)
+    y64 = F.conv2d(torch.cat([x64] * E, 1), w64, None, stride, K // 2, 1, E * C)
+    dy = torch.randn(y64.shape, generator=g)
+    assert kernels.depthwise_repeat_usable(x, w, stride)
+    y = kernels.depthwise_repeat(x, w, stride)
+    dx, dw = torch.autograd.grad(y, (x, w), dy)
     dx64, dw64 = torch.autograd.grad(y64, (x64, w64), dy.double())
     assert y.is_contiguous(memory_format=CL) and dx.is_contiguous(memory_format=CL)
     for a, b in ((y, y64), (dx, dx64), (dw, dw64)):
@@ -266,7 +268,8 @@ def test_depthwise_repeat_only_where_it_applies(ext):
     x = torch.randn(2, 16, 5, 5)
     w = torch.randn(64, 1, 3, 3)
     assert kernels.depthwise_repeat_usable(x, w, 1)
-    assert not kernels.depthwise_repeat_usable(x, w, 2)                       # stride 2: oneDNN
+    assert kernels.depthwise_repeat_usable(x, w, 2)
+    assert not kernels.depthwise_repeat_usable(x, w, 3)                       # stride 3: oneDNN
     assert not kernels.depthwise_repeat_usable(x, torch.randn(80, 1, 3, 3), 1)  # 5 copies
     assert not kernels.depthwise_repeat_usable(x, torch.randn(64, 1, 7, 7), 1)  # 7x7
     assert not kernels.depthwise_repeat_usable(torch.randn(2, 12, 5, 5), torch.randn(24, 1, 3, 3), 1)
@@ -277,9 +280,9 @@ def test_depthwise_repeat_only_where_it_applies(ext):
 
 @pytest.mark.parametrize("experiment", ["exp1", "exp2"])
 def test_supernet_step_float32_uses_the_depthwise_kernel(ext, experiment, monkeypatch):
-    """A float32 training step of the supernet sends every stride-1 depthwise convolution
-    (both of each separable conv, the average pool's) through the kernel and gives the
-    eager code's logits and gradients within float32 rounding."""
+    """A float32 training step of the supernet sends every depthwise convolution (both of
+    each separable conv, the average pool's, at stride 1 and 2) through the kernel and
+    gives the eager code's logits and gradients within float32 rounding."""
     from hypernas.supernet import FusedSepConv, SharedPool
     cfg = config(experiment, "authors_code", "smoke")
     torch.manual_seed(0)
@@ -290,9 +293,9 @@ def test_supernet_step_float32_uses_the_depthwise_kernel(ext, experiment, monkey
     calls = []
     real = kernels.depthwise_repeat
     monkeypatch.setattr(kernels, "depthwise_repeat", lambda *a: calls.append(1) or real(*a))
-    expected = sum((2 if op.stride == 1 else 1) if isinstance(op, FusedSepConv) else
-                   int(isinstance(op, SharedPool) and op.name == "avg_pool_3x3" and op.stride == 1)
+    expected = sum(2 if isinstance(op, FusedSepConv) else int(op.name == "avg_pool_3x3")
                    for op in model.modules() if isinstance(op, (FusedSepConv, SharedPool)))
+    assert any(op.stride == 2 for op in model.modules() if isinstance(op, FusedSepConv))
     out = []
     for m, use in ((model, True), (eager, False)):
         with contextlib.nullcontext() if use else kernels.disabled():
