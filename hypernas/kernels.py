@@ -24,8 +24,8 @@ Where the fast supernet's time goes on a CPU (``book/performance.md``):
   average pooling's.
 
 Tests compare all three with the eager code (values and gradients; the mixture also in
-float64, the convolutions against float64 convolutions).  They are compiled with :func:`torch.utils.cpp_extension.load` the first time a
-process needs them (about a minute; cached in ``TORCH_EXTENSIONS_DIR``, by default under
+float64, the convolutions against float64 convolutions).  They are compiled with
+:func:`torch.utils.cpp_extension.load` the first time a process needs them (about a minute; cached in ``TORCH_EXTENSIONS_DIR``, by default under
 ``~/.cache``, under a name that includes this CPU's instruction set, since the code is
 compiled for it) and need a C++ compiler.  ``HYPERNAS_KERNELS`` chooses:
 
