@@ -30,6 +30,8 @@ def _common(p):
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--kappa", type=float, default=None)
     p.add_argument("--width", type=int, default=None)
+    p.add_argument("--classifier", default=None, choices=["linear", "shared", "own"],
+                   help="how the classifier depends on s (default: the preset's; see hypernas.model.Classifier)")
 
 
 def notebook_name(experiment, preset):
@@ -135,7 +137,7 @@ def cmd_train(a):
     from .experiments import run
     from .presets import config
     cfg = config(a.experiment, a.preset, a.profile, a.seed, epochs=a.epochs, kappa=a.kappa,
-                 width=a.width, device=a.device, data_dir=a.data_dir)
+                 width=a.width, classifier=a.classifier, device=a.device, data_dir=a.data_dir)
     res = run(cfg, results_root=a.results_root, stop_after_steps=a.stop_after_steps)
     if res is None:
         print("[hypernas] stopped early; run the same command again to resume")

@@ -110,15 +110,11 @@ class DerivedNetwork(nn.Module):
         self.cells = nn.ModuleList(
             DerivedCell(c, i, net, genotype.reduce if c.reduction else genotype.normal)
             for i, c in enumerate(net.cells))
-        clf = model.classifier
-        self.classifier = nn.Linear(net.out_channels, clf.weight.shape[-2] if clf.n_reference else clf.linear.out_features)
         with torch.no_grad():
-            if clf.n_reference:
-                w = model.hypernet.interpolation_weights(s)
-                self.classifier.weight.copy_(torch.einsum("r,rod->od", w, clf.weight))
-                self.classifier.bias.copy_(torch.einsum("r,ro->o", w, clf.bias))
-            else:
-                self.classifier.load_state_dict(clf.linear.state_dict())
+            W, b = model.classifier.weight_bias(s, model.hypernet)
+            self.classifier = nn.Linear(W.shape[1], W.shape[0])
+            self.classifier.weight.copy_(W)
+            self.classifier.bias.copy_(b)
         for m in self.modules():
             if type(m) is nn.Conv2d:
                 m.__class__ = KernelConv2d

@@ -18,7 +18,7 @@ import torch
 from . import __version__
 from .data import load
 from .derived import evaluate
-from .presets import PLACEMENT_FIELDS, config, run_name
+from .presets import PLACEMENT_FIELDS, config, run_name, upgrade
 from .provenance import ROOT, device_name, git_commit
 from .train import Trainer, epoch_temperature, pick_device, read_log
 
@@ -45,7 +45,7 @@ def run(cfg=None, results_root=None, data_dir=None, device=None, stop_after_step
     run_dir = out.with_suffix("")
     if out.exists() and not reevaluate:
         old = json.loads(out.read_text())
-        if all(old["config"].get(k) == v for k, v in cfg.items() if k not in PLACEMENT_FIELDS):
+        if all(upgrade(old["config"]).get(k) == v for k, v in cfg.items() if k not in PLACEMENT_FIELDS):
             return old
     dev = pick_device(cfg["device"])
     splits = load(cfg["dataset"], cfg["data_dir"])

@@ -21,25 +21,66 @@ from .relax import MODES, op_weights
 from .supernet import SearchNetwork
 
 
-class Classifier(nn.Module):
-    """Linear classifier on pooled features; with ``from_s`` its weights are interpolated
-    from ``s`` with the hypernetwork's weights ``w_r(s)`` (authors' code)."""
+#: how the classifier depends on ``s`` (config key ``classifier``)
+CLASSIFIERS = ("linear", "shared", "own")
 
-    def __init__(self, C_in, n_classes, n_reference=0):
+
+class Classifier(nn.Module):
+    """The final linear layer on pooled features, in one of three forms:
+
+    * ``"linear"`` (thesis text): one ``nn.Linear``, the same for every ``s``;
+    * ``"shared"``: ``W(s) = sum_r w_r(s) W_r``, ``b(s) = sum_r w_r(s) b_r`` with the
+      architecture hypernetwork's interpolation weights ``w_r(s)`` (its reference points,
+      trained by its optimiser); ``W_r, b_r`` start as ``nn.Linear``'s default;
+    * ``"own"`` (the authors' code, ``HyperLinear``): ``W`` and ``b`` each have their own
+      reference points, ``W(s) = sum_r v_r(s) W_r`` with
+      ``v_r(s) = softmax_r(sign * ||s - p_r||^2)`` and ``b(s) = sum_r u_r(s) b_r`` with
+      ``u_r(s) = softmax_r(sign * ||s - q_r||^2)``; points, ``W_r`` and ``b_r`` all start
+      from N(0, 1) and are network weights (trained with them by SGD, under their weight
+      decay and gradient clip).
+    """
+
+    def __init__(self, C_in, n_classes, form="linear", n_reference=0, k=0, sign=1.0):
         super().__init__()
-        self.n_reference = n_reference
-        if n_reference:
+        if form not in CLASSIFIERS:
+            raise ValueError(f"unknown classifier {form!r}; choose one of {CLASSIFIERS}")
+        self.form = form
+        self.n_reference = n_reference if form != "linear" else 0
+        self.sign = float(sign)
+        if form == "shared":
             lin = [nn.Linear(C_in, n_classes) for _ in range(n_reference)]
             self.weight = nn.Parameter(torch.stack([m.weight.detach() for m in lin]))
             self.bias = nn.Parameter(torch.stack([m.bias.detach() for m in lin]))
+        elif form == "own":
+            self.weight = nn.Parameter(torch.randn(n_reference, n_classes, C_in))
+            self.bias = nn.Parameter(torch.randn(n_reference, n_classes))
+            self.weight_points = nn.Parameter(torch.randn(n_reference, k))
+            self.bias_points = nn.Parameter(torch.randn(n_reference, k))
         else:
             self.linear = nn.Linear(C_in, n_classes)
 
-    def forward(self, h, w_ref=None):
-        if not self.n_reference:
+    def _interpolation(self, s, points):
+        d2 = ((s.unsqueeze(-2) - points) ** 2).sum(-1)
+        return torch.softmax(self.sign * d2, dim=-1)
+
+    def weight_bias(self, s, hypernet):
+        """``W(s)``, ``b(s)``: ``(out, in)``, ``(out,)`` for one ``s``; with a leading
+        batch dimension for ``s`` of shape ``(B, k)``."""
+        if self.form == "linear":
+            return self.linear.weight, self.linear.bias
+        if self.form == "shared":
+            w_W = w_b = hypernet.interpolation_weights(s)
+        else:
+            w_W = self._interpolation(s, self.weight_points)
+            w_b = self._interpolation(s, self.bias_points)
+        W = torch.einsum("...r,rod->...od", w_W, self.weight)
+        b = torch.einsum("...r,ro->...o", w_b, self.bias)
+        return W, b
+
+    def forward(self, h, s, hypernet):
+        if self.form == "linear":
             return self.linear(h)
-        W = torch.einsum("...r,rod->...od", w_ref, self.weight)
-        b = torch.einsum("...r,ro->...o", w_ref, self.bias)
+        W, b = self.weight_bias(s, hypernet)
         if W.dim() == 2:
             return h @ W.t() + b
         return torch.einsum("bd,bod->bo", h, W) + b
@@ -48,7 +89,7 @@ class Classifier(nn.Module):
 class HyperSupernet(nn.Module):
     def __init__(self, ops, C=16, n_cells=3, n_nodes=4, in_channels=1, n_classes=10,
                  n_reference=5, learn_points=True, rbf_sign=-1.0, reference_init="randn",
-                 classifier_from_s=False, per_image=True):
+                 classifier="linear", per_image=True):
         super().__init__()
         self.net = SearchNetwork(ops, C, n_cells, n_nodes, in_channels)
         self.ops = self.net.ops
@@ -56,8 +97,8 @@ class HyperSupernet(nn.Module):
         n_edges = len(cell_edges(n_nodes))
         self.hypernet = HyperNetwork(self.ops, n_edges, 2, n_reference, learn_points,
                                      rbf_sign, reference_init)
-        self.classifier = Classifier(self.net.out_channels, n_classes,
-                                     n_reference if classifier_from_s else 0)
+        self.classifier = Classifier(self.net.out_channels, n_classes, classifier, n_reference,
+                                     len(self.ops), rbf_sign)
 
     # -- optimiser groups (pt.darts style) -------------------------------------------
     def weights(self):
@@ -96,8 +137,7 @@ class HyperSupernet(nn.Module):
         # in eval mode a discrete architecture skips the ops it does not use (in train
         # mode they still run, so every BatchNorm's running statistics stay updated)
         h = self.net(x, gamma, skip_zero=(mode == "discrete" and not self.training))
-        w_ref = self.hypernet.interpolation_weights(s) if self.classifier.n_reference else None
-        return self.classifier(h, w_ref)
+        return self.classifier(h, s, self.hypernet)
 
     def forward(self, x, s, temperature=1.0, mode="gumbel"):
         s = check_complexity(s, self.ops).to(x.device)

@@ -33,7 +33,7 @@ PRESETS = {
         n_reference=5,
         learn_points=True,
         reference_init="randn",
-        classifier_from_s=True,    # classifier weights interpolated from s too
+        classifier="shared",       # classifier interpolated from s (model.CLASSIFIERS)
         cost_weights="softmax",    # Cost(softmax(alpha); s)
         kappa=50.0,
         batch_size=64,
@@ -49,7 +49,7 @@ PRESETS = {
         n_reference=None,          # k + 1: the simplex's vertices and barycentre
         learn_points=False,
         reference_init="simplex",
-        classifier_from_s=False,   # one fully connected layer
+        classifier="linear",       # one fully connected layer
         cost_weights="softmax_t",  # Cost(softmax(alpha / t); s)
         kappa=50.0,                # not given in the text; the code's value
         batch_size=64,             # not given in the text; the code's value
@@ -69,7 +69,8 @@ DIFFERENCES = [
     ("hypernetwork distance sign", "rbf_sign", "softmax(-||s - s_ref||^2)", "softmax(+||s - s_ref||^2)"),
     ("reference points", "n_reference, learn_points, reference_init",
      "fixed (not given; we use the k vertices + barycentre)", "5, learned, randn init"),
-    ("classifier", "classifier_from_s", "one linear layer", "linear layer interpolated from s"),
+    ("classifier", "classifier", "one linear layer",
+     "linear layer interpolated from s with its own reference points for W and b"),
     ("cost weights", "cost_weights", "softmax(alpha / t)", "softmax(alpha)"),
     ("kappa, batch", "kappa, batch_size", "not given (we use 50, 64)", "50, 64"),
     ("optimiser", "optimizer, w_*, h_*, grad_clip", "Adam for all (lr not given; we use 1e-3)",
@@ -148,6 +149,15 @@ def config(experiment="exp1", preset="authors_code", profile="smoke", seed=0, **
         raise ValueError(f"unknown config key(s) {sorted(unknown)}; known: {sorted(cfg)}")
     cfg.update({key: v for key, v in overrides.items() if v is not None})
     cfg["h_betas"] = list(cfg["h_betas"])
+    return cfg
+
+
+def upgrade(cfg: dict) -> dict:
+    """A configuration written by an older hypernas, in today's keys: before 2026-12-02
+    the classifier was the boolean ``classifier_from_s`` (True = today's ``"shared"``)."""
+    cfg = dict(cfg)
+    if "classifier_from_s" in cfg:
+        cfg["classifier"] = "shared" if cfg.pop("classifier_from_s") else "linear"
     return cfg
 
 

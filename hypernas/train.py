@@ -28,7 +28,7 @@ from .complexity import sample_simplex
 from .cost import cost
 from .data import augment
 from .model import HyperSupernet
-from .presets import RUNTIME_FIELDS
+from .presets import RUNTIME_FIELDS, upgrade
 from .provenance import placement_change, segment
 from .relax import temperature
 
@@ -47,7 +47,7 @@ def pick_device(device: str = "auto") -> torch.device:
 def build_model(cfg, in_channels, n_classes=10) -> HyperSupernet:
     return HyperSupernet(cfg["ops"], cfg["width"], cfg["n_cells"], cfg["n_nodes"], in_channels,
                          n_classes, cfg["n_reference"], cfg["learn_points"], cfg["rbf_sign"],
-                         cfg["reference_init"], cfg["classifier_from_s"], cfg["per_image"])
+                         cfg["reference_init"], cfg["classifier"], cfg["per_image"])
 
 
 def build_optimizers(model, cfg, capturable=False):
@@ -145,7 +145,7 @@ class Trainer:
 
     def load(self, path):
         st = torch.load(path, map_location=self.device, weights_only=False)
-        diff = config_mismatch(st["cfg"], self.cfg)
+        diff = config_mismatch(upgrade(st["cfg"]), self.cfg)
         if diff:
             raise ValueError(f"checkpoint {path} was written by another configuration; "
                              "differing fields:\n  " + "\n  ".join(diff)
@@ -388,7 +388,7 @@ def read_log(run_dir):
 def load_model(path, device="cpu") -> HyperSupernet:
     """A trained :class:`HyperSupernet` from ``model.pt`` or ``checkpoint.pt``."""
     st = torch.load(path, map_location=device, weights_only=False)
-    cfg = st["cfg"]
+    cfg = upgrade(st["cfg"])
     from .data import DATASETS
     model = build_model(cfg, DATASETS[cfg["dataset"]]["channels"])
     model.load_state_dict(st["model"])

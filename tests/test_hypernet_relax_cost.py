@@ -72,7 +72,7 @@ def test_simplex_init_and_fixed_points():
 
 def test_model_alpha_is_hypernet_output_and_per_sample_s():
     torch.manual_seed(0)
-    model = HyperSupernet(OPS3, C=4, in_channels=1, rbf_sign=1.0, classifier_from_s=True)
+    model = HyperSupernet(OPS3, C=4, in_channels=1, rbf_sign=1.0, classifier="shared")
     S = sample_simplex(3, 4)
     A = model.alpha(S)
     for b in range(4):

@@ -153,7 +153,7 @@ def test_stride2_skip_costs_5120_and_stride1_skip_costs_nothing():
 def supernet3():
     torch.manual_seed(0)
     return HyperSupernet(OP_SETS["authors_code"][3], C=16, n_cells=3, in_channels=1,
-                         classifier_from_s=True, rbf_sign=1.0).eval()
+                         classifier="shared", rbf_sign=1.0).eval()
 
 
 def _measured(net):
