@@ -14,11 +14,14 @@ A run's configuration is one flat dict, built by :func:`config` from
 from __future__ import annotations
 
 #: op of each role under each preset; the thesis orders ops (pool, ident, conv) for 3
-#: ops and (pool1, pool2, ident, conv1, conv2) for 5
+#: ops and (pool1, pool2, ident, conv1, conv2) for 5.  ``authors_code``'s five ops are
+#: in the order of the authors' ``DARTS_five`` (average pooling first); hypernas before
+#: 2026-12-02 put max pooling first (the committed exp2 seed-0 run, whose results file
+#: records its order).  The published five-op vectors give both pools the same value.
 OP_SETS = {
     "authors_code": {
         3: ("avg_pool_3x3", "skip_connect", "sep_conv_3x3"),
-        5: ("max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5"),
+        5: ("avg_pool_3x3", "max_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5"),
     },
     "thesis_text": {
         3: ("max_pool_3x3", "identity", "conv_3x3"),
@@ -88,10 +91,13 @@ DEVIATIONS = [
     ("augmentation", "RandomAffine / RandomVerticalFlip / RandomCrop / RandomHorizontalFlip "
      "re-implemented on tensor batches (same parameters, nearest-neighbour sampling)",
      "torchvision transforms on PIL images"),
-    ("validation", "soft supernet at uniform s on 5000 images of the second half (paper profile)",
-     "the whole second half"),
+    ("validation", "soft supernet (op weights softmax(alpha(s) / t)) at the uniform s = (1/k, ..., 1/k), "
+     "in eval mode, on 5000 images of the second half (paper profile)",
+     "the whole second half, with the model called without s, i.e. at s = 0 (off the simplex), "
+     "and Gumbel sampling still on in eval mode (two calls on one batch differ)"),
     ("accuracy in the tables", "derived discrete network, weights inherited, BatchNorm re-estimated",
-     "not settled by the code (see NOTES.md)"),
+     "not settled by the code: it derives genotypes and has separate configurations that "
+     "retrain a given genotype; the text does not say which the tables used"),
 ]
 
 _A3 = {"A": (0.33, 0.33, 0.33), "B": (0.15, 0.15, 0.70),

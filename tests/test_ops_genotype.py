@@ -203,3 +203,18 @@ def test_derive_takes_argmax_and_checks_shape():
     assert op_counts(g) == {"pool": 13, "conv": 14, "identity": 1}
     with pytest.raises(ValueError, match="shape"):
         derive(torch.zeros(4, 2, 14, 3), ops)
+
+
+def test_authors_code_op_orders_are_the_authors():
+    """The components of s follow the authors' code's primitive lists (DARTS_small for
+    three ops, DARTS_five for five), so an s copied from their configs penalises the same
+    ops here; the committed exp2 seed-0 run predates the five-op order and keeps its own
+    (its results file records it)."""
+    from hypernas.presets import config
+    assert config("exp1")["ops"] == ["avg_pool_3x3", "skip_connect", "sep_conv_3x3"]
+    assert config("exp2")["ops"] == ["avg_pool_3x3", "max_pool_3x3", "skip_connect",
+                                     "sep_conv_3x3", "sep_conv_5x5"]
+    # the thesis's role order (pool, pool, ident, conv, conv) holds for both presets
+    for preset in OP_SETS:
+        roles = [OP_TYPES[o] for o in config("exp2", preset)["ops"]]
+        assert roles == ["pool", "pool", "identity", "conv", "conv"]
