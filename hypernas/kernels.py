@@ -82,7 +82,9 @@ def _cpu_tag() -> str:
                     break
     except OSError:
         pass
-    return hashlib.sha1(info.encode()).hexdigest()[:8]
+    # and of the source folder: two checkouts (git worktrees) sharing one torch
+    # extensions cache would otherwise rebuild over each other's build in turn
+    return hashlib.sha1((info + str(CSRC.resolve())).encode()).hexdigest()[:8]
 
 
 def _build():
