@@ -121,7 +121,7 @@ def lab(tmp_path_factory):
 
 def _parameters_cell(nb):
     cells = [c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", [])]
-    assert len(cells) == 1, f"{CHAPTER} should have exactly one cell tagged parameters"
+    assert len(cells) == 1, f"{len(cells)} cells tagged parameters, not 1"
     return cells[0]
 
 
@@ -137,6 +137,16 @@ def _split_header(text):
 def _files(folder):
     return {str(p.relative_to(folder)) for p in folder.rglob("*")
             if p.is_file() and ".ipynb_checkpoints" not in p.parts}
+
+
+def test_every_chapter_opens_as_a_notebook(lab):
+    chapters = sorted(p.name for p in lab.book.glob("*.md")
+                      if p.read_text().startswith("---\njupytext:"))
+    assert "experiment.md" in chapters and CHAPTER in chapters, chapters
+    for name in chapters:
+        status, model = lab.request("GET", f"/api/contents/{name}?content=1")
+        assert status == 200 and model["type"] == "notebook", (name, status)
+        _parameters_cell(model["content"])   # exactly one cell tagged parameters
 
 
 def test_chapter_opens_runs_and_saves_without_outputs(lab, monkeypatch):
