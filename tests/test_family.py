@@ -1,0 +1,108 @@
+"""The family of one model: distinct genotypes over the simplex, fronts, hypervolume,
+choosing a member for a budget."""
+import itertools
+import json
+import math
+import random
+
+import pytest
+import torch
+
+from hypernas.family import (NoMemberFits, distinct_genotypes, hypervolume, kendall_tau,
+                             pareto_front, points, random_genotypes, select)
+from hypernas.model import HyperSupernet
+from hypernas.presets import OP_SETS
+
+
+def test_grid_sizes():
+    assert len(points(3)) == math.comb(50 + 2, 2) == 1326      # step 0.02
+    assert len(points(5)) == math.comb(10 + 4, 4) == 1001      # step 0.1, >= 1,000 points
+    assert torch.allclose(points(3).sum(1), torch.ones(1326))
+
+
+def test_distinct_genotypes_match_an_independent_count():
+    torch.manual_seed(3)
+    model = HyperSupernet(OP_SETS["authors_code"][3], C=4, in_channels=1, rbf_sign=1.0).eval()
+    pts = points(3, 20)
+    fam = distinct_genotypes(model, pts)
+    # independently: derive every point through the public genotype() and count
+    seen = {}
+    for p in pts:
+        g = model.genotype(p)
+        seen.setdefault((g.normal, g.reduce), []).append(p)
+    assert len(fam) == len(seen)
+    assert sum(m["n_points"] for m in fam) == len(pts)
+    for m in fam:
+        g = m["genotype"]
+        # the representative maps to its own genotype, and the group size is right
+        assert model.genotype(torch.tensor(m["s"])) == g
+        assert m["n_points"] == len(seen[(g.normal, g.reduce)])
+
+
+def test_pareto_front_by_hand():
+    costs = [1.0, 2.0, 2.0, 3.0, 4.0, 0.5]
+    accs = [0.5, 0.7, 0.6, 0.65, 0.9, 0.4]
+    # 0.5 -> 0.4, 1 -> 0.5, 2 -> 0.7, 4 -> 0.9 are non-dominated; (2, 0.6) and (3, 0.65) are not
+    assert pareto_front(costs, accs) == [5, 0, 1, 4]
+
+
+def test_hypervolume_closed_form():
+    # a staircase: (1, 0.5), (2, 0.7), (4, 0.9) against the reference (5, 0.1):
+    # (5-1)(0.5-0.1) + (5-2)(0.7-0.5) + (5-4)(0.9-0.7) = 1.6 + 0.6 + 0.2
+    costs, accs = [1.0, 2.0, 4.0, 3.0], [0.5, 0.7, 0.9, 0.6]
+    assert hypervolume(costs, accs, (5.0, 0.1)) == pytest.approx(2.4)
+    # a point outside the reference box adds nothing; one point is a rectangle
+    assert hypervolume(costs + [6.0], accs + [0.95], (5.0, 0.1)) == pytest.approx(2.4)
+    assert hypervolume([2.0], [0.6], (5.0, 0.1)) == pytest.approx(3 * 0.5)
+    # a Monte Carlo estimate of the same area agrees
+    rng = random.Random(0)
+    hits = 0
+    n = 40000
+    for _ in range(n):
+        c, a = rng.uniform(0, 5), rng.uniform(0.1, 1.0)
+        hits += any(c >= ci and a <= ai for ci, ai in zip(costs, accs))
+    assert hits / n * 5 * 0.9 == pytest.approx(2.4, abs=0.05)
+
+
+def _family():
+    members = [dict(latency_ms=1.0, val_acc=0.70, test_acc=0.71),
+               dict(latency_ms=2.0, val_acc=0.80, test_acc=0.78),
+               dict(latency_ms=2.5, val_acc=0.80, test_acc=0.83),
+               dict(latency_ms=3.0, val_acc=0.85, test_acc=0.80),
+               dict(latency_ms=5.0, val_acc=0.90, test_acc=0.90)]
+    return dict(members=members)
+
+
+def test_select_returns_the_most_accurate_member_within_budget():
+    fam = _family()
+    for budget in (1.0, 1.5, 2.0, 2.4, 2.5, 2.9, 3.0, 4.0, 5.0, 10.0):
+        got = select(fam, budget)
+        fits = [m for m in fam["members"] if m["latency_ms"] <= budget]
+        assert got["latency_ms"] <= budget
+        assert got["val_acc"] == max(m["val_acc"] for m in fits)
+    # a tie in validation accuracy goes to the faster member (never to the test set)
+    assert select(fam, 2.6)["latency_ms"] == 2.0
+
+
+def test_select_names_the_fastest_member_when_nothing_fits():
+    with pytest.raises(NoMemberFits, match=r"fastest takes 1\.000 ms"):
+        select(_family(), 0.5)
+
+
+def test_random_genotypes_draw_every_op():
+    ops = OP_SETS["authors_code"][3]
+    gs = random_genotypes(ops, 50, 14, seed=1)
+    assert len(gs) == 50 and all(len(g.normal) == len(g.reduce) == 14 for g in gs)
+    assert {op for g in gs for op in g.normal + g.reduce} == set(ops)
+    assert random_genotypes(ops, 50, 14, seed=1) == gs
+
+
+def test_kendall_tau_against_pair_counting():
+    rng = random.Random(2)
+    a = [rng.random() for _ in range(30)]
+    b = [x + rng.gauss(0, 0.3) for x in a]
+    conc = sum((a[i] - a[j]) * (b[i] - b[j]) > 0 for i, j in itertools.combinations(range(30), 2))
+    pairs = 30 * 29 // 2
+    assert kendall_tau(a, b) == pytest.approx((2 * conc - pairs) / pairs)
+    assert kendall_tau(a, a) == pytest.approx(1.0)
+    assert kendall_tau(a, [-x for x in a]) == pytest.approx(-1.0)
