@@ -154,6 +154,13 @@ def cmd_derive(a):
     from .train import load_model
     model = load_model(a.model, "cpu")
     cfg = model.cfg
+    if (a.s is None) == (a.table is None):
+        raise ValueError("give either --s (a complexity vector) or --device (a latency table)")
+    if a.table:
+        from .latency import check_table, load_table, table_complexity
+        table = load_table(a.table)
+        check_table(table, cfg)
+        a.s = [round(v, 6) for v in table_complexity(table, model.ops, cfg)]
     s = torch.tensor(a.s, dtype=torch.float32)
     g = model.genotype(s)
     out = dict(ops=list(model.ops), s=a.s, normal=list(g.normal), reduce=list(g.reduce),
@@ -164,6 +171,58 @@ def cmd_derive(a):
         res = evaluate(model, splits, s, dict(cfg, test_images=None), "cpu")
         out.update(test_acc=res["test_acc"], latency_batch1_ms=res["latency_batch1_ms"])
     print(json.dumps(out, indent=1))
+    return 0
+
+
+def _results_of_model(model_path: Path) -> Path:
+    """``results/<profile>/<run>.json`` of a run folder's ``model.pt``."""
+    model_path = Path(model_path)
+    return model_path.parent.with_suffix(".json")
+
+
+def family_path(model_path) -> Path:
+    """Where the family of a run's model is kept: beside its results file."""
+    res = _results_of_model(model_path)
+    return res.with_name(res.stem + "-family.json")
+
+
+def cmd_family(a):
+    from .family import sweep
+    from .latency import load_table
+    table = load_table(a.table) if a.table else None
+    out = Path(a.out) if a.out else family_path(a.model)
+    res = sweep(a.model, table=table, steps=a.steps, workers=a.workers,
+                progress=lambda i, n: print(f"[hypernas] {i}/{n} architectures evaluated", flush=True)
+                if i % 10 == 0 or i == n else None)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(res, indent=1))
+    os.replace(tmp, out)
+    hv = res["hypervolume"]["latency_ms"]
+    print(f"[hypernas] {len(res['members'])} architectures, front of {len(res['front']['latency_ms'])}, "
+          f"weights {res['weights_range'][0]:,}-{res['weights_range'][1]:,}; hypervolume "
+          f"{hv['family'] / hv['box']:.3f} (random {hv['random'] / hv['box']:.3f}) -> {out}")
+    return 0
+
+
+def cmd_select(a):
+    from .family import add_predictions, select
+    from .latency import load_table
+    path = Path(a.family) if a.family else family_path(a.model)
+    if not path.exists():
+        raise FileNotFoundError(f"no family file {path}; make it with: hypernas family {a.model}"
+                                + (f" --table {a.device}" if a.device else ""))
+    fam = json.loads(path.read_text())
+    key = "latency_ms"
+    if a.device:
+        from .train import load_model
+        add_predictions(fam, load_table(a.device), load_model(a.model).cfg)
+        key = "predicted_latency_ms"
+    m = select(fam, a.latency_ms, key)
+    print(json.dumps(dict(budget_ms=a.latency_ms, latency=key, s=m["s"], genotype=m["genotype"],
+                          weights=m["weights"], op_counts=m["op_counts"], val_acc=m["val_acc"],
+                          test_acc=m["test_acc"], latency_ms=m["latency_ms"],
+                          predicted_latency_ms=m.get("predicted_latency_ms")), indent=1))
     return 0
 
 
@@ -188,9 +247,24 @@ def main(argv=None):
                         "apart from the committed paper runs, e.g. results/cpu-idle-2threads)")
     d = sub.add_parser("derive", help="derive the architecture of a trained model for a new s")
     d.add_argument("model", help="model.pt or checkpoint.pt of a trained run")
-    d.add_argument("--s", type=float, nargs="+", required=True, help="complexity vector, in the run's op order")
+    d.add_argument("--s", type=float, nargs="+", default=None, help="complexity vector, in the run's op order")
+    d.add_argument("--device", default=None, dest="table",
+                   help="a latency table (hypernas profile): use that device's complexity vector")
     d.add_argument("--evaluate", action="store_true", help="also test it (BN recalibrated)")
     d.add_argument("--data-dir", default=None)
+    f = sub.add_parser("family", help="sweep the simplex: every distinct architecture of a trained model, "
+                                      "evaluated and timed; fronts and hypervolume")
+    f.add_argument("model", help="model.pt of a trained run")
+    f.add_argument("--table", default=None, help="latency table of this device (hypernas profile) for predictions")
+    f.add_argument("--steps", type=int, default=None, help="grid divisions (default 50 for 3 ops, 10 for 5)")
+    f.add_argument("--workers", type=int, default=2, help="processes of one thread each")
+    f.add_argument("--out", default=None, help="default: <run>-family.json beside the run's results file")
+    sl = sub.add_parser("select", help="the most accurate (validation) family member within a latency budget")
+    sl.add_argument("model", help="model.pt of a trained run")
+    sl.add_argument("--latency-ms", type=float, required=True, help="budget at batch 1, in ms")
+    sl.add_argument("--device", default=None, help="a latency table: judge by its predicted latency "
+                                                   "instead of the latency measured in the sweep")
+    sl.add_argument("--family", default=None, help="family file (default: beside the run's results file)")
     b = sub.add_parser("bench", help="fast supernet vs per-edge reference", add_help=False)
     a, rest = p.parse_known_args(argv)
     if a.cmd == "bench":
@@ -199,7 +273,8 @@ def main(argv=None):
         return 0
     if rest:
         p.error(f"unrecognized arguments: {' '.join(rest)}")
-    return {"reproduce": cmd_reproduce, "train": cmd_train, "derive": cmd_derive}[a.cmd](a)
+    return {"reproduce": cmd_reproduce, "train": cmd_train, "derive": cmd_derive,
+            "family": cmd_family, "select": cmd_select}[a.cmd](a)
 
 
 if __name__ == "__main__":
