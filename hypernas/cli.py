@@ -190,7 +190,7 @@ def cmd_profile(a):
         batches = [whole("batches", b, 1) for b in a.batches]
         width, n_cells, n_nodes = (whole(n, v, 1) for n, v in
                                    (("width", a.width), ("n-cells", a.n_cells), ("n-nodes", a.n_nodes)))
-        datasets, threads, batches, ops = latency._check_settings(
+        datasets, threads, batches, ops = latency.check_settings(
             a.dataset, a.runtime, threads, batches, repeats, warmup, width, n_cells, n_nodes, a.ops)
         out = Path(a.out) if a.out else latency.default_path(a.runtime, threads)
         if out.is_dir():

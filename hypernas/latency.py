@@ -431,7 +431,9 @@ def _inputs(shapes, batch, relu, device, gen):
 
 # -- profile ------------------------------------------------------------------------------------
 
-def _check_settings(dataset, runtime, threads, batches, repeats, warmup, width, n_cells, n_nodes, ops):
+def check_settings(dataset, runtime, threads, batches, repeats, warmup, width, n_cells, n_nodes, ops):
+    """:func:`profile`'s arguments, validated and resolved (datasets, threads, batches, ops),
+    or ``ValueError`` saying what to give instead; nothing is measured."""
     from .data import DATASETS
     datasets = sorted(DATASETS) if dataset == "all" else (
         [dataset] if isinstance(dataset, str) else list(dataset))
@@ -461,7 +463,7 @@ def profile(dataset="fashion_mnist", runtime="torch", threads=None, batches=(1, 
     """Measure the latency table of this device (layout and protocol: the module's
     docstring).  ``dataset``: a name, a list of names or ``"all"``; ``ops``: default
     :data:`ALL_OPS`; ``threads``: default torch's current thread count."""
-    datasets, threads, batches, ops = _check_settings(dataset, runtime, threads, batches, repeats,
+    datasets, threads, batches, ops = check_settings(dataset, runtime, threads, batches, repeats,
                                                       warmup, width, n_cells, n_nodes, ops)
     t_start = time.perf_counter()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
