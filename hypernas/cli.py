@@ -2,8 +2,11 @@
 
     hypernas reproduce [--profile quick] [--experiments exp1 exp2 exp3] [--preset authors_code]
     hypernas train --experiment exp1 [--profile paper] [--stop-after-steps N] [--results-root DIR]
-    hypernas derive MODEL.pt --s 0.2 0.5 0.3 [--evaluate]
+    hypernas derive MODEL.pt --s 0.2 0.5 0.3 [--evaluate]      (or --device TABLE: that device's s)
+    hypernas family MODEL.pt [--table TABLE]                   every architecture of the simplex
+    hypernas select MODEL.pt --latency-ms 5 [--device TABLE]   the best one within a budget
     hypernas bench
+    hypernas profile [--runtime torch|onnxruntime|cuda] [--threads N] [--dataset all] [--out PATH]
 """
 from __future__ import annotations
 
@@ -226,6 +229,55 @@ def cmd_select(a):
     return 0
 
 
+def cmd_profile(a):
+    """Measure this device's latency table (hypernas.latency) and write it atomically;
+    bad input: one line ``hypernas: error: ...``, exit 2, nothing written."""
+    from . import latency
+    from .genotype import Genotype, cell_edges
+
+    def whole(name, value, low):
+        try:
+            v = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"--{name} takes a whole number, got {value!r}") from None
+        if v < low:
+            raise ValueError(f"--{name} must be at least {low}, got {v}")
+        return v
+
+    try:
+        threads = None if a.threads is None else whole("threads", a.threads, 1)
+        repeats = whole("repeats", a.repeats, 1)
+        warmup = whole("warmup", a.warmup, 0)
+        batches = [whole("batches", b, 1) for b in a.batches]
+        width, n_cells, n_nodes = (whole(n, v, 1) for n, v in
+                                   (("width", a.width), ("n-cells", a.n_cells), ("n-nodes", a.n_nodes)))
+        datasets, threads, batches, ops = latency.check_settings(
+            a.dataset, a.runtime, threads, batches, repeats, warmup, width, n_cells, n_nodes, a.ops)
+        out = Path(a.out) if a.out else latency.default_path(a.runtime, threads)
+        if out.is_dir():
+            raise ValueError(f"--out {out} is a folder; give a file name such as {out / 'device.json'}")
+        if any(p.exists() and not p.is_dir() for p in out.parents):
+            raise ValueError(f"--out {out}: a parent of it is a file, not a folder")
+        print(f"[hypernas] profiling {', '.join(ops)} on {latency.device_name(a.runtime, threads)} "
+              f"({', '.join(datasets)}; batches {batches}; {warmup} + {repeats} rounds) ...", flush=True)
+        table = latency.profile(a.dataset, a.runtime, threads, batches, repeats, warmup, width, n_cells,
+                                n_nodes, ops)
+        latency.write_table(table, out)
+    except (ValueError, ImportError, OSError) as err:
+        print(f"hypernas: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    print(f"[hypernas] wrote {out} ({table['provenance']['wall_s']:.1f} s)")
+    for ds, net in table["networks"].items():
+        cfg = dict(dataset=ds, ops=list(ops), width=width, n_cells=n_cells, n_nodes=n_nodes)
+        n_edges = len(cell_edges(n_nodes))
+        for b in batches:
+            every = {op: latency.predicted_latency_ms(table, Genotype((op,) * n_edges, (op,) * n_edges), cfg, b)
+                     for op in ops}
+            print(f"  {ds} batch {b}: fixed parts {latency.fixed_ms(table, cfg, b):.3f} ms; op on every edge: "
+                  + ", ".join(f"{op} {t:.3f}" for op, t in every.items()) + " ms")
+    return 0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="hypernas", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -266,6 +318,18 @@ def main(argv=None):
                                                    "instead of the latency measured in the sweep")
     sl.add_argument("--family", default=None, help="family file (default: beside the run's results file)")
     b = sub.add_parser("bench", help="fast supernet vs per-edge reference", add_help=False)
+    pr = sub.add_parser("profile", help="measure this device's latency table (hypernas.latency)")
+    pr.add_argument("--runtime", default="torch", help="torch (CPU), onnxruntime (CPU) or cuda")
+    pr.add_argument("--threads", default=None, help="CPU threads (default: torch's current count)")
+    pr.add_argument("--dataset", default="all", help="fashion_mnist, cifar10 or all (one file, one section each)")
+    pr.add_argument("--repeats", default="50", help="timed rounds per batch size")
+    pr.add_argument("--warmup", default="10", help="untimed rounds first")
+    pr.add_argument("--batches", nargs="+", default=["1", "64"], help="batch sizes")
+    pr.add_argument("--width", default="16")
+    pr.add_argument("--n-cells", default="3")
+    pr.add_argument("--n-nodes", default="4")
+    pr.add_argument("--ops", nargs="+", default=None, help="ops to measure (default: every preset's)")
+    pr.add_argument("--out", default=None, help="default results/devices/<device>.json")
     a, rest = p.parse_known_args(argv)
     if a.cmd == "bench":
         from .bench import main as bench_main
@@ -274,7 +338,7 @@ def main(argv=None):
     if rest:
         p.error(f"unrecognized arguments: {' '.join(rest)}")
     return {"reproduce": cmd_reproduce, "train": cmd_train, "derive": cmd_derive,
-            "family": cmd_family, "select": cmd_select}[a.cmd](a)
+            "family": cmd_family, "select": cmd_select, "profile": cmd_profile}[a.cmd](a)
 
 
 if __name__ == "__main__":
