@@ -888,3 +888,19 @@ def measure_network_ms(net: nn.Module, shape, batch: int = 1, runtime: str = "to
             call = lambda: net(x)  # noqa: E731
             sync = torch.cuda.synchronize if dev.type == "cuda" else None
         return _time_round_robin({"net": call}, repeats, warmup, sync)["net"]
+
+
+def entries_frame(table: dict, dataset: str, batch: int = 1):
+    """The table's op entries for one data set and batch as a DataFrame (rows: ops,
+    columns: positions ``cell<k>/s<stride>``; median ms), with the node ReLU per
+    position as a last row and the fixed parts' total as a caption-ready attribute."""
+    import pandas as pd
+    net = table["networks"][dataset]
+    rows = {}
+    for key, v in net["entries"][str(batch)].items():
+        cell, stride, op = key.split("/")
+        rows.setdefault(op, {})[f"{cell}/{stride}"] = v["median_ms"]
+    df = pd.DataFrame(rows).T
+    df.loc["ReLU of a node"] = {k: v["median_ms"] for k, v in net["relu"][str(batch)].items()}
+    df.attrs["fixed_ms"] = sum(v["median_ms"] for v in net["fixed"][str(batch)].values())
+    return df[sorted(df.columns)]

@@ -2,6 +2,7 @@
 
     python scripts/family_runs.py evaluate [RUN ...]   # accuracies, weights, FLOPs (2 workers)
     python scripts/family_runs.py finish TABLE [RUN ...]  # latencies (idle machine), predictions, fronts
+    python scripts/family_runs.py devices [RUN ...]        # each device table's s and architecture
 
 The first phase is the long one (every distinct genotype of the grid and as many random
 ones, each BatchNorm-recalibrated and tested on the whole test set) and writes
@@ -46,6 +47,9 @@ def finish(table_path, runs):
     from hypernas.latency import load_table
     table = load_table(table_path)
     for run in runs:
+        if not (PARTIAL / f"{run}.json").exists():
+            print(f"{run}: not evaluated yet (python scripts/family_runs.py evaluate {run}); skipped")
+            continue
         res = json.loads((PARTIAL / f"{run}.json").read_text())
         finish_family(res, ROOT / "results" / "paper" / run / "model.pt", table)
         out = ROOT / "results" / "paper" / f"{run}-family.json"
@@ -55,10 +59,63 @@ def finish(table_path, runs):
         print(f"{run}: {len(res['members'])} members -> {out}")
 
 
+def devices(runs):
+    """For every device table in results/devices/ and every run: the device's complexity
+    vector, its architecture, that architecture measured on the device (batch 1) and
+    predicted by the table, and its accuracy (from the run's family file, where the
+    architecture is a member; else evaluated here).  -> results/paper/devices.json"""
+    import torch
+
+    from hypernas.data import DATASETS, load
+    from hypernas.derived import derive_network
+    from hypernas.family import evaluate_genotype
+    from hypernas.latency import load_table, measure_network_ms, predicted_latency_ms, table_complexity
+    from hypernas.provenance import git_commit
+    from hypernas.train import load_model
+    tables = [load_table(p) for p in sorted((ROOT / "results" / "devices").glob("*.json"))]
+    rows, t0 = [], time.time()
+    for run in runs:
+        cfg = _cfg(run)
+        model = load_model(ROOT / "results" / "paper" / run / "model.pt")
+        fam_path = ROOT / "results" / "paper" / f"{run}-family.json"
+        members = json.loads(fam_path.read_text())["members"] if fam_path.exists() else []
+        d = DATASETS[cfg["dataset"]]
+        shape = (d["channels"], d["size"], d["size"])
+        splits = None
+        for table in tables:
+            s = table_complexity(table, model.ops, cfg)
+            g = model.genotype(torch.tensor(s))
+            key = {"normal": list(g.normal), "reduce": list(g.reduce)}
+            member = next((m for m in members if m["genotype"] == key), None)
+            if member is None:
+                splits = splits or load(cfg["dataset"])
+                member = evaluate_genotype(model, splits, g, s, cfg)
+            net = derive_network(model, torch.tensor(s)).folded()
+            measured = measure_network_ms(net, shape, 1, runtime=table["runtime"], threads=table["threads"])
+            rows.append(dict(run=run, device=table["device"], runtime=table["runtime"], threads=table["threads"],
+                             s=[round(v, 4) for v in s], genotype=key, op_counts=member["op_counts"],
+                             weights=member["weights"], test_acc=member["test_acc"], val_acc=member["val_acc"],
+                             accuracy_from="family member" if member in members else "evaluated here",
+                             measured_ms=measured["median_ms"], measured_p10_ms=measured["p10_ms"],
+                             measured_p90_ms=measured["p90_ms"],
+                             predicted_ms=predicted_latency_ms(table, g, cfg)))
+            print(f"{run} on {table['device']}: s = {rows[-1]['s']}, {rows[-1]['measured_ms']:.2f} ms", flush=True)
+    out = ROOT / "results" / "paper" / "devices.json"
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(dict(rows=rows, provenance=dict(
+        commit=git_commit(), date=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        wall_s=round(time.time() - t0, 1), tables=[t["device"] for t in tables],
+        protocol="measured: hypernas.latency.measure_network_ms at batch 1 on the table's runtime and "
+                 "threads, median of its repeats; accuracy: the family's protocol")), indent=1))
+    os.replace(tmp, out)
+
+
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1] not in ("evaluate", "finish"):
+    if len(sys.argv) < 2 or sys.argv[1] not in ("evaluate", "finish", "devices"):
         sys.exit(__doc__)
     if sys.argv[1] == "evaluate":
         evaluate(sys.argv[2:] or RUNS)
-    else:
+    elif sys.argv[1] == "finish":
         finish(sys.argv[2], sys.argv[3:] or RUNS)
+    else:
+        devices(sys.argv[2:] or RUNS)
