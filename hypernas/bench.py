@@ -33,6 +33,7 @@ from . import kernels
 from .data import DATASETS, Splits
 from .derived import DerivedNetwork, derive_and_test, latency
 from .presets import config
+from .provenance import ROOT
 from .reference import reference_model
 from .runtime import retained
 from .train import Trainer, build_model, pick_device
@@ -249,6 +250,36 @@ def derive_and_evaluate_time(dev, n_bn=500, n_test=2000, repeats=3):
     return statistics.median(times)
 
 
+def family_time(dev, sample=4):
+    """Seconds per family member under the sweep's protocol (:mod:`hypernas.family`:
+    BatchNorm on 2,000 training images, 5,000 validation images, the whole test set) on
+    one thread, the median over ``sample`` members of the committed exp1 family (a
+    random model of the same shape when it is absent), and what the whole exp1 sweep --
+    its distinct genotypes on the 0.02 grid and as many random ones, two one-thread
+    workers -- would take at that rate (latency timing excluded)."""
+    from .data import load
+    from .family import distinct_genotypes, evaluate_genotype, points
+    from .train import load_model
+    path = ROOT / "results" / "paper" / "exp1-authors_code-seed0" / "model.pt"
+    cfg = config("exp1", "authors_code", "paper")
+    model = load_model(path) if path.exists() else build_model(cfg, 1).eval()
+    splits = load("fashion_mnist", cfg["data_dir"])
+    members = distinct_genotypes(model, points(3))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    times = []
+    try:
+        for m in members[:: max(1, len(members) // sample)][:sample]:
+            t0 = time.perf_counter()
+            evaluate_genotype(model, splits, m["genotype"], m["s"], cfg, dev)
+            times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    per = statistics.median(times)
+    return dict(per_member_s=per, members=len(members), model="committed" if path.exists() else "random",
+                family_estimate_s=per * 2 * len(members) / 2)
+
+
 def _memory_probe(threads, steps):
     """Run in a fresh process by :func:`memory_setting_effect`: print one JSON line."""
     import json
@@ -306,6 +337,8 @@ def main(argv=None):
     p.add_argument("--output", default=None, help="write the table as JSON here")
     p.add_argument("--no-memory", action="store_true",
                    help="skip the retained-vs-returned memory comparison (two extra processes)")
+    p.add_argument("--no-family", action="store_true",
+                   help="skip the family-sweep timing (four members under the sweep's protocol)")
     p.add_argument("--note", default="", help="a remark stored with the results (e.g. what else ran)")
     a = p.parse_args(argv)
     if a.threads:
@@ -341,6 +374,12 @@ def main(argv=None):
     dt = derive_and_evaluate_time(dev)
     print(f"derive + BN recalibration (500 images) + test (2000 images) for a new s: {dt:.2f} s "
           "(median of 3 new s, model and data loaded)")
+    fam = None
+    if not a.no_family:
+        fam = family_time(dev)
+        print(f"family member (BN 2000 + validation 5000 + test 10000 images, 1 thread): {fam['per_member_s']:.1f} s; "
+              f"whole exp1 family ({fam['members']} + {fam['members']} random, 2 workers): "
+              f"~{fam['family_estimate_s'] / 60:.1f} min ({fam['model']} model)")
     graphs = None
     if dev.type == "cuda":
         try:
@@ -371,7 +410,7 @@ def main(argv=None):
                 f"freed memory {'retained' if retained() else 'returned to the OS (HYPERNAS_RETAIN_MEMORY=0)'}"
                 + (f"; {a.note}" if a.note else ""))
         out = dict(provenance=prov, conv_ceiling_gflops=ceiling, conv_ceiling_bf16_gflops=ceiling_bf16,
-                   derive_and_evaluate_s=dt,
+                   derive_and_evaluate_s=dt, family=fam,
                    kernels=kernels.extension() is not None, kernels_error=kernels.error(),
                    retain_memory=retained(), threads=torch.get_num_threads(), memory_setting=memory,
                    speedup=exp1[0]["speedup"] if exp1 else None, rows=rows, cuda_graphs=graphs)

@@ -3,6 +3,7 @@ asserts a speed (timings belong to the benchmark, not to tests)."""
 import json
 
 import pytest
+import torch
 
 from hypernas import bench, kernels
 
@@ -12,7 +13,7 @@ pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 def test_bench_writes_its_table_and_speedup_line(tmp_path, capsys):
     out = tmp_path / "bench.json"
     rows = bench.main(["--experiments", "exp1", "--windows", "1", "--steps", "1",
-                       "--threads", "1", "--no-memory", "--output", str(out)])
+                       "--threads", "1", "--no-memory", "--no-family", "--output", str(out)])
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1].startswith("speedup: ") and lines[-1].endswith("x")
     saved = json.loads(out.read_text())
@@ -44,3 +45,10 @@ def test_memory_setting_comparison_runs_both_settings():
     assert res["retained"]["retained"] is True and res["returned"]["retained"] is False
     for v in res.values():
         assert v["train"]["img_s"] > 0 and v["derived_eval"]["img_s"] > 0
+
+
+@pytest.mark.slow
+def test_family_time_measures_members_under_the_sweep_protocol():
+    fam = bench.family_time(torch.device("cpu"), sample=1)
+    assert fam["per_member_s"] > 0 and fam["members"] > 1
+    assert fam["family_estimate_s"] == pytest.approx(fam["per_member_s"] * fam["members"])
