@@ -2,8 +2,13 @@
 
     hypernas reproduce [--profile quick] [--experiments exp1 exp2 exp3] [--preset authors_code]
     hypernas train --experiment exp1 [--profile paper] [--stop-after-steps N] [--results-root DIR]
-    hypernas derive MODEL.pt --s 0.2 0.5 0.3 [--evaluate]
+    hypernas derive MODEL.pt --s 0.2 0.5 0.3 [--evaluate] [--export DIR]
     hypernas bench
+
+A mistake in the arguments or the files they name is reported as one line,
+``hypernas: error: <what, and how to fix it>``, with exit status 2 (1 when a run could
+not be done: another process trains it, or training diverged); ``--debug`` adds the
+traceback.
 """
 from __future__ import annotations
 
@@ -12,12 +17,27 @@ import json
 import os
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 
+from .errors import UserError, check_writable_folder
 from .experiments import ROOT
 
 NOTEBOOK = ROOT / "book" / "experiment.md"
 GENERATED = ROOT / "book" / "generated"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in the command's one-line form (exit status 2)."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
+def _debug_option(p):
+    # SUPPRESS: the subcommand's default does not overwrite `hypernas --debug CMD`
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show the traceback of an error")
 
 
 def _common(p):
@@ -26,7 +46,8 @@ def _common(p):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (a GPU when present), cpu, cuda, cuda:1 ...")
     p.add_argument("--data-dir", default=None,
-                   help="folder with offline data (default: $HYPERNAS_DATA, else torchvision's download)")
+                   help="folder with the data (must exist; only this copy is used, or a download into "
+                        "it); default: $HYPERNAS_DATA, Debian's Fashion-MNIST, else torchvision's download")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--kappa", type=float, default=None)
     p.add_argument("--width", type=int, default=None)
@@ -88,16 +109,55 @@ def _retitle(path, parameters):
     nbformat.write(nb, path)
 
 
+class NotebookFailed(UserError):
+    """An experiment notebook stopped with an error."""
+
+    exit_code = 1
+
+
 def _reproduce_one(job):
     params, out, copy, threads = job
     if threads:
         os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the notebook's kernel
     print(f"[hypernas] {params['experiment']} ({params['preset']}, {params['profile']}) -> {out}", flush=True)
-    execute_notebook(params, out, copies=[copy])
+    try:
+        execute_notebook(params, out, copies=[copy])
+    except Exception as err:
+        ename, evalue = getattr(err, "ename", None), getattr(err, "evalue", None)
+        if ename is None:       # not an error of a cell (papermill, jupyter): as it is
+            raise
+        failed = Path(out).with_name(f"{Path(out).stem}.failed.ipynb")
+        raise NotebookFailed(f"{params['experiment']}: {ename}: {str(evalue).strip().splitlines()[0] if evalue else ''} "
+                             f"(the notebook's output is in {failed})") from None
     return out
 
 
+def _check_options(**values):
+    """Counts given on the command line must be positive (``0`` allowed where noted)."""
+    for option, (value, least) in values.items():
+        if value is not None and value < least:
+            raise UserError(f"--{option.replace('_', '-')} must be at least {least}; got {value}")
+
+
+def _check_run_options(a):
+    """What every training command checks before it starts (and before it writes):
+    the configuration of each experiment, the device and the data directory."""
+    from .data import check_data_dir
+    from .presets import config
+    from .train import check_device
+    experiments = a.experiments if hasattr(a, "experiments") else [a.experiment]
+    for exp in experiments:
+        config(exp, a.preset, a.profile, a.seed, epochs=a.epochs, kappa=a.kappa, width=a.width,
+               classifier=a.classifier, device=a.device, data_dir=a.data_dir)
+    check_device(a.device)
+    check_data_dir(a.data_dir)
+
+
 def cmd_reproduce(a):
+    _check_options(jobs=(a.jobs, 1))
+    _check_run_options(a)
+    check_writable_folder(GENERATED if a.output is None else a.output, "notebook folder (--output)")
+    check_writable_folder(ROOT / "results" / a.profile, "results folder")
     jobs = []
     for exp in a.experiments:
         params = dict(experiment=exp, preset=a.preset, profile=a.profile, seed=a.seed,
@@ -126,18 +186,21 @@ def cmd_reproduce(a):
             try:
                 fut.result()
             except Exception as err:  # report every failure, not just the first
-                failed.append(f"{job[0]['experiment']}: {type(err).__name__}: {str(err)[:500]}")
+                failed.append(str(err)[:500] if isinstance(err, NotebookFailed)
+                              else f"{job[0]['experiment']}: {type(err).__name__}: {str(err)[:500]}")
     if failed:
-        print("[hypernas] failed:\n  " + "\n  ".join(failed), file=sys.stderr)
-        return 1
+        raise NotebookFailed(f"{len(failed)} of {len(jobs)} experiments failed: " + "; ".join(failed))
     return 0
 
 
 def cmd_train(a):
-    from .experiments import run
+    from .experiments import results_path, run
     from .presets import config
+    _check_options(stop_after_steps=(a.stop_after_steps, 0))
+    _check_run_options(a)
     cfg = config(a.experiment, a.preset, a.profile, a.seed, epochs=a.epochs, kappa=a.kappa,
                  width=a.width, classifier=a.classifier, device=a.device, data_dir=a.data_dir)
+    check_writable_folder(results_path(cfg, a.results_root).parent, "results folder (--results-root)")
     res = run(cfg, results_root=a.results_root, stop_after_steps=a.stop_after_steps)
     if res is None:
         print("[hypernas] stopped early; run the same command again to resume")
@@ -149,30 +212,44 @@ def cmd_train(a):
 
 def cmd_derive(a):
     import torch
+    from .complexity import check_complexity
     from .derived import evaluate
     from .genotype import op_counts, weight_count_of
     from .train import load_model
     model = load_model(a.model, "cpu")
     cfg = model.cfg
-    s = torch.tensor(a.s, dtype=torch.float32)
+    try:
+        s = check_complexity(torch.tensor(a.s, dtype=torch.float32), model.ops)
+    except UserError as err:
+        raise UserError(f"--s: {err}") from None
+    if a.export:
+        check_writable_folder(a.export, "export folder (--export)")
     g = model.genotype(s)
     out = dict(ops=list(model.ops), s=a.s, normal=list(g.normal), reduce=list(g.reduce),
                op_counts=op_counts(g), weights=weight_count_of(g, cfg["width"], cfg["n_cells"]))
-    if a.evaluate:
+    splits = None
+    if a.evaluate or a.export:
         from .data import load
         splits = load(cfg["dataset"], a.data_dir)
+    if a.evaluate:
         res = evaluate(model, splits, s, dict(cfg, test_images=None), "cpu")
         out.update(test_acc=res["test_acc"], latency_batch1_ms=res["latency_batch1_ms"])
+    if a.export:
+        from .export import export_derived
+        export_derived(model, s, a.export, splits, source=a.model)
+        out.update(exported=str(a.export))
     print(json.dumps(out, indent=1))
     return 0
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="hypernas", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    p = _Parser(prog="hypernas", description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    _debug_option(p)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("reproduce", help="execute the experiment notebooks with papermill")
     _common(r)
+    _debug_option(r)
     r.add_argument("--experiments", nargs="+", default=["exp1", "exp2", "exp3"],
                    choices=["exp1", "exp2", "exp3"])
     r.add_argument("--output", default=None, help=f"folder for executed notebooks (default {GENERATED})")
@@ -180,6 +257,7 @@ def main(argv=None):
                    help="experiments run at once (default: one per core for smoke/quick, 1 for paper)")
     t = sub.add_parser("train", help="train (or resume) one experiment and evaluate A-D")
     _common(t)
+    _debug_option(t)
     t.add_argument("--experiment", default="exp1", choices=["exp1", "exp2", "exp3"])
     t.add_argument("--stop-after-steps", type=int, default=None,
                    help="stop (checkpointed) after this many steps; rerun to resume")
@@ -187,19 +265,52 @@ def main(argv=None):
                    help="folder for the run (default results/; another one keeps a timing run "
                         "apart from the committed paper runs, e.g. results/cpu-idle-2threads)")
     d = sub.add_parser("derive", help="derive the architecture of a trained model for a new s")
+    _debug_option(d)
     d.add_argument("model", help="model.pt or checkpoint.pt of a trained run")
     d.add_argument("--s", type=float, nargs="+", required=True, help="complexity vector, in the run's op order")
     d.add_argument("--evaluate", action="store_true", help="also test it (BN recalibrated)")
+    d.add_argument("--export", default=None, metavar="DIR",
+                   help="write the derived network into DIR: genotype.json, weights.pt (BatchNorm "
+                        "re-estimated on training images) and model.onnx (see hypernas.export)")
     d.add_argument("--data-dir", default=None)
-    b = sub.add_parser("bench", help="fast supernet vs per-edge reference", add_help=False)
-    a, rest = p.parse_known_args(argv)
-    if a.cmd == "bench":
-        from .bench import main as bench_main
-        bench_main(rest)
-        return 0
-    if rest:
-        p.error(f"unrecognized arguments: {' '.join(rest)}")
-    return {"reproduce": cmd_reproduce, "train": cmd_train, "derive": cmd_derive}[a.cmd](a)
+    sub.add_parser("bench", help="fast supernet vs per-edge reference", add_help=False)
+    return p
+
+
+COMMANDS = {"reproduce": cmd_reproduce, "train": cmd_train, "derive": cmd_derive}
+
+
+def _report(err, debug, message=None, code=None):
+    """Print an error as the command's one line (with the traceback under --debug)."""
+    if debug:
+        traceback.print_exception(err)
+    lines = (message or str(err)).strip().splitlines() or [type(err).__name__]
+    print(f"hypernas: error: {lines[0]}", *lines[1:], sep="\n", file=sys.stderr)
+    return code if code is not None else getattr(err, "exit_code", 1)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    try:
+        a, rest = build_parser().parse_known_args(argv)
+        if a.cmd == "bench":
+            from .bench import main as bench_main
+            bench_main(rest)
+            return 0
+        if rest:
+            raise UserError(f"unrecognized arguments: {' '.join(rest)} (see hypernas {a.cmd} --help)")
+        return COMMANDS[a.cmd](a)
+    except UserError as err:
+        return _report(err, debug)
+    except OSError as err:
+        if err.filename is None:      # not about a file the user named: a bug, in full
+            raise
+        return _report(err, debug, f"{err.strerror or err}: {err.filename}; check the path and "
+                                   "that you may write there", 1)
+    except KeyboardInterrupt as err:
+        return _report(err, debug, "interrupted; a training run resumes from its last checkpoint "
+                                   "when the same command is run again", 130)
 
 
 if __name__ == "__main__":

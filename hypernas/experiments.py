@@ -4,7 +4,8 @@
     results/<profile>/<experiment>-<preset>-seed<N>/          the run folder
         checkpoint.pt, log.jsonl, model.pt
 
-The results file is written atomically, and only after everything succeeded.
+The results file is written atomically, and only after everything succeeded; while a
+process runs an experiment it holds the run folder's lock (:mod:`hypernas.runlock`).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from .data import load
 from .derived import evaluate
 from .presets import PLACEMENT_FIELDS, config, run_name, upgrade
 from .provenance import ROOT, device_name, git_commit
+from .runlock import run_lock
 from .train import Trainer, epoch_temperature, pick_device, read_log
 
 
@@ -49,6 +51,11 @@ def run(cfg=None, results_root=None, data_dir=None, device=None, stop_after_step
             return old
     dev = pick_device(cfg["device"])
     splits = load(cfg["dataset"], cfg["data_dir"])
+    with run_lock(run_dir):     # one process per run, from training to the results file
+        return _train_and_evaluate(cfg, splits, run_dir, dev, out, stop_after_steps)
+
+
+def _train_and_evaluate(cfg, splits, run_dir, dev, out, stop_after_steps):
     trainer = Trainer(cfg, splits, run_dir, dev)
     trainer.fit(stop_after_steps=stop_after_steps)
     if not trainer.done:
