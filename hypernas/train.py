@@ -150,8 +150,10 @@ class Trainer:
         self._sums = None      # the window's sums on the device while fit() runs
         #: one record per stretch of training (fit call): first step, device, threads, commit
         self.segments = []
-        self._good_step = 0      # the last step at which the state was checked finite
+        #: the last step at which the loss / the parameters were checked finite
+        self._good_step = dict(loss=0, parameters=0)
         self._saved_step = None  # the step of the checkpoint on disk
+        self._bar = None         # fit()'s progress bar
 
     @staticmethod
     def _fresh_window():
@@ -193,14 +195,17 @@ class Trainer:
             if not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
                 bad = ["parameters"]
         if not bad:
-            self._good_step = self.global_step
+            self._good_step["loss"] = self.global_step
+            if params:
+                self._good_step["parameters"] = self.global_step
             return
-        what = "the loss" if "loss" in bad else ", ".join(bad)
+        what = "the parameters" if bad == ["parameters"] else "the loss" if "loss" in bad else ", ".join(bad)
+        since = self._good_step["parameters" if bad == ["parameters"] else "loss"]
         kept = (f"the checkpoint {self.run_dir / 'checkpoint.pt'} (step {self._saved_step}) is the "
                 "last good state and was kept" if self._saved_step is not None else "no checkpoint was written")
         raise Diverged(
             f"training diverged: {what} became non-finite (NaN or infinite) between steps "
-            f"{self._good_step + 1} and {self.global_step} (epoch {self.epoch}); {kept}, and no "
+            f"{since + 1} and {self.global_step} (epoch {self.epoch}); {kept}, and no "
             "results were written; lower the learning rates (w_lr, h_lr) or kappa and train in a "
             "new run folder (resuming this one repeats the same steps)")
 
@@ -209,8 +214,8 @@ class Trainer:
         diff = config_mismatch(upgrade(st["cfg"]), self.cfg)
         if diff:
             raise UserError(f"checkpoint {path} was written by another configuration ("
-                            + "; ".join(diff) + "); train in another folder (--results-root, "
-                            "--seed), or delete the run folder to start over")
+                            + "; ".join(diff) + "); train in another folder (another --results-root), "
+                            "or delete the run folder to start over")
         try:
             self.model.load_state_dict(st["model"])
             self.w_opt.load_state_dict(st["w_opt"]); self.h_opt.load_state_dict(st["h_opt"])
@@ -220,9 +225,10 @@ class Trainer:
                 setattr(self, key, st[key])
         except (KeyError, RuntimeError, ValueError) as err:
             raise UserError(f"checkpoint {path} does not fit this hypernas {__version__} "
-                            f"({_first_line(err)}); it was written by another version: resume it "
+                            f"({_state_dict_problem(err)}); it was written by another version: resume it "
                             "with that version, or delete the run folder to start over") from None
-        self._good_step = self._saved_step = self.global_step
+        self._saved_step = self.global_step
+        self._good_step = dict(loss=self.global_step, parameters=self.global_step)
         self.window = dict(st.get("window") or self._fresh_window())
         self.segments = [dict(r) for r in st.get("segments") or []]
         torch.set_rng_state(st["rng"]["torch"])
@@ -313,7 +319,12 @@ class Trainer:
         another process trains it); raises :class:`~hypernas.errors.Diverged` if the
         loss or a parameter stops being finite."""
         with run_lock(self.run_dir):
-            return self._fit(stop_after_steps, progress)
+            try:
+                return self._fit(stop_after_steps, progress)
+            finally:
+                if self._bar is not None:     # closed before an error is reported, too
+                    self._bar.close()
+                    self._bar = None
 
     def _fit(self, stop_after_steps, progress):
         ckpt = self.run_dir / "checkpoint.pt"
@@ -333,7 +344,7 @@ class Trainer:
         bar = None
         if progress:
             from tqdm import tqdm
-            bar = tqdm(total=cfg["epochs"] * self.steps_per_epoch, initial=self.global_step,
+            bar = self._bar = tqdm(total=cfg["epochs"] * self.steps_per_epoch, initial=self.global_step,
                        file=sys.stderr, mininterval=15, ascii=True, dynamic_ncols=False, ncols=100,
                        desc=f"{cfg['experiment']} {cfg['preset']}")
         self.model.train()
@@ -473,6 +484,13 @@ def _unsafe_global(err) -> str:
     return f"it names {m.group(1)}" if m else "an object torch's safe loader does not allow"
 
 
+def _state_dict_problem(err) -> str:
+    """The first problem ``load_state_dict`` names (its message starts with a header line)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    detail = lines[1] if len(lines) > 1 else (lines[0] if lines else type(err).__name__)
+    return detail if len(detail) <= 300 else detail[:297] + "..."
+
+
 def _first_line(err) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
@@ -558,7 +576,7 @@ def load_model(path, device="cpu") -> HyperSupernet:
         model.load_state_dict(st["model"])
     except RuntimeError as err:
         raise UserError(f"{path}: its weights do not fit its configuration under this hypernas "
-                        f"{__version__} ({_first_line(err)}); it was written by another version "
-                        "of hypernas, or altered: load it with the version that wrote it") from None
+                        f"{__version__} ({_state_dict_problem(err)}); it was written by another "
+                        "version of hypernas, or altered: load it with the version that wrote it") from None
     model.cfg = cfg
     return model.to(device).eval()
