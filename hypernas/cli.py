@@ -1,6 +1,7 @@
 """The ``hypernas`` command.
 
     hypernas reproduce [--profile quick] [--experiments exp1 exp2 exp3] [--preset authors_code]
+                       [--output DIR] [--results-root DIR]
     hypernas train --experiment exp1 [--profile paper] [--stop-after-steps N] [--results-root DIR]
     hypernas derive MODEL.pt --s 0.2 0.5 0.3 [--evaluate] [--export DIR]
     hypernas bench
@@ -21,9 +22,11 @@ import traceback
 from pathlib import Path
 
 from .errors import UserError, check_writable_folder
-from .experiments import ROOT
+from .experiments import ROOT, is_checkout, workspace
 
-NOTEBOOK = ROOT / "book" / "experiment.md"
+#: the experiment notebook, shipped inside the package (package data)
+NOTEBOOK = Path(__file__).resolve().parent / "experiment.md"
+#: where a source checkout keeps the executed notebooks for the book
 GENERATED = ROOT / "book" / "generated"
 
 
@@ -72,19 +75,24 @@ def execute_notebook(parameters: dict, output: Path, copies=()):
         jupytext.write(jupytext.read(NOTEBOOK), src)
         out_tmp = output.with_name(f".{output.stem}.running.ipynb")
         try:
+            # the kernel runs in the book's folder of a checkout, else in the current one
+            # (never in the installed package's folder)
+            cwd = ROOT / "book" if is_checkout() else Path.cwd()
             papermill.execute_notebook(str(src), str(out_tmp), parameters=parameters,
-                                       kernel_name="python3", language="python", cwd=str(NOTEBOOK.parent),
+                                       kernel_name="python3", language="python", cwd=str(cwd),
                                        progress_bar=False)
-        except BaseException:
+        except BaseException as err:
             if out_tmp.exists():
                 failed = output.with_name(f"{output.stem}.failed.ipynb")
                 os.replace(out_tmp, failed)
-                print(f"notebook failed; its partial output is in {failed}; "
-                      f"{output} was left as it was", file=sys.stderr)
+                if hasattr(err, "add_note"):
+                    err.add_note(f"the notebook's partial output is in {failed}; {output} was left as it was")
             raise
         _retitle(out_tmp, parameters)
         for c in copies:
             c = Path(c)
+            if c.resolve() == output.resolve():
+                continue
             c.parent.mkdir(parents=True, exist_ok=True)
             c.write_bytes(out_tmp.read_bytes())
         os.replace(out_tmp, output)
@@ -127,8 +135,9 @@ def _reproduce_one(job):
         if ename is None:       # not an error of a cell (papermill, jupyter): as it is
             raise
         failed = Path(out).with_name(f"{Path(out).stem}.failed.ipynb")
-        raise NotebookFailed(f"{params['experiment']}: {ename}: {str(evalue).strip().splitlines()[0] if evalue else ''} "
-                             f"(the notebook's output is in {failed})") from None
+        first = (str(evalue or "").strip().splitlines() or [""])[0]
+        raise NotebookFailed(f"{params['experiment']}: {ename}: {first} (the notebook's output "
+                             f"is in {failed})") from None
     return out
 
 
@@ -154,18 +163,26 @@ def _check_run_options(a):
 
 
 def cmd_reproduce(a):
+    """Execute the notebook once per experiment.  Runs and results files go under
+    ``--results-root`` (default ``results/`` of :func:`~hypernas.experiments.workspace`:
+    the source tree, or the current folder for an installed hypernas), each executed
+    notebook into ``--output`` (default: ``book/generated/`` of a source tree, where the
+    book takes them; else beside the results files) and a copy beside the results files."""
     _check_options(jobs=(a.jobs, 1))
     _check_run_options(a)
-    check_writable_folder(GENERATED if a.output is None else a.output, "notebook folder (--output)")
-    check_writable_folder(ROOT / "results" / a.profile, "results folder")
+    results_root = Path(a.results_root).resolve() if a.results_root else workspace() / "results"
+    output = Path(a.output) if a.output else GENERATED if is_checkout() else None
+    check_writable_folder(output or results_root, "notebook folder (--output)")
+    check_writable_folder(results_root / a.profile, "results folder (--results-root)")
     jobs = []
     for exp in a.experiments:
         params = dict(experiment=exp, preset=a.preset, profile=a.profile, seed=a.seed,
                       device=a.device, data_dir=a.data_dir, epochs=a.epochs, kappa=a.kappa,
                       width=a.width)
-        name = notebook_name(exp, a.preset)
-        out = GENERATED / f"{name}.ipynb" if a.output is None else Path(a.output) / f"{name}.ipynb"
-        copy = ROOT / "results" / a.profile / f"{exp}-{a.preset}-seed{a.seed}.ipynb"
+        if a.results_root or not is_checkout():   # a checkout's notebooks keep the default
+            params["results_root"] = str(results_root)
+        copy = results_root / a.profile / f"{exp}-{a.preset}-seed{a.seed}.ipynb"
+        out = copy if output is None else output / f"{notebook_name(exp, a.preset)}.ipynb"
         jobs.append((params, out, copy))
     cpus = os.cpu_count() or 1
     n = a.jobs or (1 if a.profile == "paper" else min(len(jobs), cpus))
@@ -252,7 +269,12 @@ def build_parser():
     _debug_option(r)
     r.add_argument("--experiments", nargs="+", default=["exp1", "exp2", "exp3"],
                    choices=["exp1", "exp2", "exp3"])
-    r.add_argument("--output", default=None, help=f"folder for executed notebooks (default {GENERATED})")
+    r.add_argument("--output", default=None,
+                   help="folder for the executed notebooks (default: book/generated/ of a source "
+                        "tree, else beside the results files)")
+    r.add_argument("--results-root", default=None,
+                   help="folder for runs and results files (default: results/ of the source tree, "
+                        "else of the current folder)")
     r.add_argument("--jobs", type=int, default=None,
                    help="experiments run at once (default: one per core for smoke/quick, 1 for paper)")
     t = sub.add_parser("train", help="train (or resume) one experiment and evaluate A-D")
@@ -262,8 +284,9 @@ def build_parser():
     t.add_argument("--stop-after-steps", type=int, default=None,
                    help="stop (checkpointed) after this many steps; rerun to resume")
     t.add_argument("--results-root", default=None,
-                   help="folder for the run (default results/; another one keeps a timing run "
-                        "apart from the committed paper runs, e.g. results/cpu-idle-2threads)")
+                   help="folder for the run (default results/ of the source tree, else of the current "
+                        "folder; another one keeps a timing run apart from the committed paper runs, "
+                        "e.g. results/cpu-idle-2threads)")
     d = sub.add_parser("derive", help="derive the architecture of a trained model for a new s")
     _debug_option(d)
     d.add_argument("model", help="model.pt or checkpoint.pt of a trained run")
