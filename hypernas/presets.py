@@ -194,7 +194,8 @@ def validate(cfg: dict) -> dict:
         v = cfg[key]
         if kind.startswith("count"):
             if not isinstance(v, Integral) or isinstance(v, bool) or v < 1:
-                bad(key, v, "a whole number of at least 1" + (" (or None for all)" if kind.endswith("?") else ""))
+                bad(key, v, "a whole number of at least 1"
+                    + (" (or None for all)" if kind.endswith("?") else ""))
         elif not isinstance(v, Real) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
             bad(key, v, "a finite number of at least 0")
     if "seed" in cfg and (not isinstance(cfg["seed"], Integral) or isinstance(cfg["seed"], bool)):

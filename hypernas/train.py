@@ -202,7 +202,8 @@ class Trainer:
         what = "the parameters" if bad == ["parameters"] else "the loss" if "loss" in bad else ", ".join(bad)
         since = self._good_step["parameters" if bad == ["parameters"] else "loss"]
         kept = (f"the checkpoint {self.run_dir / 'checkpoint.pt'} (step {self._saved_step}) is the "
-                "last good state and was kept" if self._saved_step is not None else "no checkpoint was written")
+                "last good state and was kept" if self._saved_step is not None
+                else "no checkpoint was written")
         raise Diverged(
             f"training diverged: {what} became non-finite (NaN or infinite) between steps "
             f"{since + 1} and {self.global_step} (epoch {self.epoch}); {kept}, and no "
@@ -544,11 +545,11 @@ def load_state(path, device="cpu", what="model file") -> dict:
             "files, so this one was made or altered elsewhere: do not use it, take the model from "
             "its run folder") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError) as err:
-        raise UserError(f"{path} is truncated or corrupted ({_first_line(err).split('. ')[0]}); copy the file "
-                        "again, or train the run again") from None
+        raise UserError(f"{path} is truncated or corrupted ({_first_line(err).split('. ')[0]}); "
+                        "copy the file again, or train the run again") from None
     if not (isinstance(st, dict) and isinstance(st.get("cfg"), dict) and isinstance(st.get("model"), dict)):
-        raise UserError(f"{path} is not a hypernas {what}: it holds "
-                        f"{'a ' + type(st).__name__ if not isinstance(st, dict) else 'a dict without cfg and model'}; {fix}")
+        holds = "a dict without cfg and model" if isinstance(st, dict) else f"a {type(st).__name__}"
+        raise UserError(f"{path} is not a hypernas {what}: it holds {holds}; {fix}")
     fmt = st.get("format", 1)
     if not isinstance(fmt, int) or fmt > FILE_FORMAT:
         raise UserError(f"{path} was written by hypernas {st.get('hypernas', 'of a newer version')} "
