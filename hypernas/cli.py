@@ -169,6 +169,9 @@ def cmd_reproduce(a):
     notebook into ``--output`` (default: ``book/generated/`` of a source tree, where the
     book takes them; else beside the results files) and a copy beside the results files."""
     _check_options(jobs=(a.jobs, 1))
+    if a.classifier is not None:      # the notebook has no such parameter: not silently ignored
+        raise UserError("reproduce does not take --classifier (the experiment notebook uses the "
+                        "preset's); train with it instead: hypernas train --classifier ...")
     _check_run_options(a)
     results_root = Path(a.results_root).resolve() if a.results_root else workspace() / "results"
     output = Path(a.output) if a.output else GENERATED if is_checkout() else None

@@ -358,6 +358,8 @@ REPRODUCE_CASES = {
     "kappa-nan": (["--kappa", "nan"], ["kappa (--kappa) must be a finite number"]),
     "data-dir": (["--data-dir", "{place}/data"], ["does not exist", "give the folder"]),
     "experiment": (["--experiments", "exp1", "exp7"], ["invalid choice: 'exp7'"]),
+    "classifier": (["--classifier", "own"], ["reproduce does not take --classifier",
+                                             "hypernas train --classifier"]),
 }
 
 
@@ -380,6 +382,23 @@ def test_export_into_a_file(place, tiny_model_file, capsys):
                              "--export", str(place / "out" / "net")], capsys)
     _assert_one_error(rc, out, err, 2, "cannot write the export folder (--export)", "choose another folder")
     assert _tree(place) == before
+
+
+def test_failed_notebook_is_one_error(place, capsys, monkeypatch):
+    """An error inside an experiment notebook (here: training diverged) ends `reproduce`
+    with exit 1 and one line naming the experiment, the error and the notebook's output."""
+    from papermill.exceptions import PapermillExecutionError
+
+    def fails(parameters, output, copies=()):
+        raise PapermillExecutionError(3, 3, "res = experiments.run(cfg)", "Diverged",
+                                      "training diverged: the loss became non-finite", ["..."])
+
+    monkeypatch.setattr(cli, "execute_notebook", fails)
+    rc, out, err = _run_cli(["reproduce", "--profile", "smoke", "--experiments", "exp1", "--output",
+                             str(place / "nb"), "--results-root", str(place / "res")], capsys)
+    assert out.startswith("[hypernas] exp1")
+    _assert_one_error(rc, "", err, 1, "exp1: Diverged: training diverged: the loss became non-finite",
+                      f"(the notebook's output is in {place / 'nb' / 'exp1.failed.ipynb'})")
 
 
 def test_debug_shows_the_traceback(place, capsys):
