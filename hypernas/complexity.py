@@ -5,12 +5,14 @@ import math
 
 import torch
 
+from .errors import UserError
+
 TOLERANCE = 1e-3
 
 
 def check_complexity(s, ops, tol: float = TOLERANCE) -> torch.Tensor:
-    """Return ``s`` as a float tensor of shape ``(k,)`` or ``(B, k)``, or raise one error
-    naming ``k`` and the op order."""
+    """Return ``s`` as a float tensor of shape ``(k,)`` or ``(B, k)``, or raise one
+    :class:`~hypernas.errors.UserError` (a ``ValueError``) naming ``k`` and the op order."""
     ops = tuple(ops)
     k = len(ops)
     how = (f"a complexity vector s must be a finite, non-negative vector of length k={k} "
@@ -18,20 +20,26 @@ def check_complexity(s, ops, tol: float = TOLERANCE) -> torch.Tensor:
     try:
         t = torch.as_tensor(s, dtype=torch.get_default_dtype()) if not torch.is_tensor(s) else s
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{how}; got {s!r}") from err
+        raise UserError(f"{how}; got {s!r}") from err
     if not t.is_floating_point():
         t = t.to(torch.get_default_dtype())
     if t.dim() not in (1, 2) or t.shape[-1] != k:
-        raise ValueError(f"{how}; got shape {tuple(t.shape)}")
+        got = f"{len(t)} values {_values(t)}" if t.dim() == 1 else f"shape {tuple(t.shape)}"
+        raise UserError(f"{how}; got {got}")
     with torch.no_grad():
         if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{how}; got non-finite values {t.tolist()}")
+            raise UserError(f"{how}; got non-finite values {_values(t)}")
         if bool((t < 0).any()):
-            raise ValueError(f"{how}; got negative values {t.tolist()}")
+            raise UserError(f"{how}; got negative values {_values(t)}")
         sums = t.sum(-1)
         if bool(((sums - 1).abs() > tol).any()):
-            raise ValueError(f"{how}; got sum(s) = {sums.tolist()}")
+            raise UserError(f"{how}; got sum(s) = {_values(sums)}")
     return t
+
+
+def _values(t):
+    """``t``'s values as a list, rounded for a message (float32 prints 0.2 as 0.2000000029...)."""
+    return [round(v, 6) if isinstance(v, float) else _values(v) for v in t.tolist()] if t.dim() else round(t.item(), 6)
 
 
 def sample_simplex(k: int, n: int | None = None, generator=None) -> torch.Tensor:

@@ -12,6 +12,14 @@ Where the data comes from, in order:
 3. torchvision's download into ``data_dir`` (or ``~/.cache/hypernas``): the default for
    anyone with internet.
 
+An explicit ``data_dir`` (the argument, ``--data-dir``) means *this* copy: the folder
+must exist, and the data set is taken from it or downloaded into it, never from
+another place (step 2 is skipped), so that a mistyped path is an error rather than a
+run on some other copy.  ``$HYPERNAS_DATA`` is a setting of the environment (the
+Makefile points it at a shared folder that holds CIFAR-10 only), so it is one place to
+search among the others; but a variable naming a folder that does not exist is an error
+that names the variable, not a silent fall-back.
+
 The split follows the authors' code: the first half of the official training set trains,
 the second half validates; accuracy is reported on the official test set.
 """
@@ -26,6 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import UserError
+
 ENV_VAR = "HYPERNAS_DATA"
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -39,8 +49,9 @@ DATASETS = {
 }
 
 
-class DataNotFound(FileNotFoundError):
-    pass
+class DataNotFound(UserError, FileNotFoundError):
+    """The data set is not where the user said (or anywhere); the message lists the
+    ways to provide it."""
 
 
 @dataclass
@@ -147,19 +158,44 @@ def data_dir_setting(data_dir=None):
     return Path(d).expanduser() if d else None
 
 
+def check_data_dir(data_dir=None):
+    """The data directory in effect and whether it was given explicitly; raises
+    :class:`DataNotFound` when the argument or ``$HYPERNAS_DATA`` names no folder."""
+    if data_dir:
+        root = Path(data_dir).expanduser()
+        if not root.is_dir():
+            raise DataNotFound(
+                f"the data directory {root} (data_dir / --data-dir) "
+                f"{'is not a folder' if root.exists() else 'does not exist'}; give the folder that holds "
+                "the data set (create it first for a download into it), or leave the option out to use "
+                f"${ENV_VAR}, Debian's copy or a download into ~/.cache/hypernas")
+        return root, True
+    env = os.environ.get(ENV_VAR)
+    if env:
+        root = Path(env).expanduser()
+        if not root.is_dir():
+            raise DataNotFound(
+                f"${ENV_VAR}={env} {'is not a folder' if root.exists() else 'does not exist'}; "
+                f"point ${ENV_VAR} at the folder that holds the data sets, or unset it")
+        return root, False
+    return None, False
+
+
 def load(name: str, data_dir=None, download: bool = True) -> Splits:
     """Load ``name`` (``fashion_mnist`` or ``cifar10``) as uint8 tensors, split
-    train / validation (halves of the official training set) / test."""
+    train / validation (halves of the official training set) / test.  An explicit
+    ``data_dir`` must exist and is the only place the data set is taken from (or
+    downloaded into); see the module's docstring."""
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
-    root = data_dir_setting(data_dir)
+        raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(sorted(DATASETS))}")
+    root, explicit = check_data_dir(data_dir)
     found = _search(name, root) if root else None
-    if found is None and name == "fashion_mnist":
+    if found is None and name == "fashion_mnist" and not explicit:
         found = _load_idx_folder(DEBIAN_FMNIST)
     if found is None and download:
         found = _download(name, root or Path("~/.cache/hypernas").expanduser())
     if found is None:
-        raise DataNotFound(_how_to_provide(name, root, download))
+        raise DataNotFound(_how_to_provide(name, root, download, explicit))
     x_tr, y_tr, x_te, y_te, source = found
     x_tr, x_te = torch.from_numpy(np.ascontiguousarray(x_tr)), torch.from_numpy(np.ascontiguousarray(x_te))
     y_tr, y_te = torch.as_tensor(np.asarray(y_tr), dtype=torch.long), torch.as_tensor(np.asarray(y_te), dtype=torch.long)
@@ -167,7 +203,13 @@ def load(name: str, data_dir=None, download: bool = True) -> Splits:
     return Splits(name, x_tr[:half], y_tr[:half], x_tr[half:], y_tr[half:], x_te, y_te, source)
 
 
+def _one_line(err) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"[:300]
+
+
 def _download(name, root: Path):
+    before = _folders(root)
     try:
         import torchvision.datasets as dset
         cls = getattr(dset, DATASETS[name]["tv"])
@@ -175,6 +217,12 @@ def _download(name, root: Path):
         te = cls(str(root), train=False, download=True)
     except Exception as err:  # no internet, no torchvision ...
         _download.last_error = err
+        # a failed download leaves nothing behind: the empty folders torchvision made go
+        for folder in sorted(_folders(root) - before, key=lambda f: -len(f.parts)):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
         return None
     def arr(ds):
         x = np.asarray(ds.data)
@@ -184,11 +232,24 @@ def _download(name, root: Path):
     return x_tr, y_tr, x_te, y_te, f"torchvision download into {root}"
 
 
-def _how_to_provide(name, root, download):
+def _folders(root: Path) -> set:
+    """``root`` and the folders under it (two levels: torchvision's ``<Name>/raw``)."""
+    if not root.is_dir():
+        return set()
+    found = {root}
+    for child in root.iterdir():
+        if child.is_dir():
+            found.add(child)
+            found.update(c for c in child.iterdir() if c.is_dir())
+    return found
+
+
+def _how_to_provide(name, root, download, explicit=False):
     tv = DATASETS[name]["tv"]
     err = getattr(_download, "last_error", None)
     lines = [f"{name} was not found{f' in {root}' if root else ''}"
-             + (f" and torchvision could not download it ({err})" if download and err else "")
+             + (" (the data directory given; no other copy is used in its place)" if explicit else "")
+             + (f" and torchvision could not download it ({_one_line(err)})" if download and err else "")
              + ". Provide it one of these ways:",
              f"  - with internet: leave download on; torchvision fetches it into the data directory",
              f"  - set the data directory (argument data_dir=... / --data-dir, or ${ENV_VAR}) to a folder holding"]

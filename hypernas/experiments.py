@@ -4,7 +4,8 @@
     results/<profile>/<experiment>-<preset>-seed<N>/          the run folder
         checkpoint.pt, log.jsonl, model.pt
 
-The results file is written atomically, and only after everything succeeded.
+The results file is written atomically, and only after everything succeeded; while a
+process runs an experiment it holds the run folder's lock (:mod:`hypernas.runlock`).
 """
 from __future__ import annotations
 
@@ -18,13 +19,29 @@ import torch
 from . import __version__
 from .data import load
 from .derived import evaluate
-from .presets import PLACEMENT_FIELDS, config, run_name, upgrade
+from .errors import check_writable_folder
+from .presets import PLACEMENT_FIELDS, config, run_name, upgrade, validate
 from .provenance import ROOT, device_name, git_commit
+from .runlock import run_lock
 from .train import Trainer, epoch_temperature, pick_device, read_log
 
 
+def is_checkout() -> bool:
+    """Whether hypernas runs from its source tree (the folder above the package holds
+    ``pyproject.toml`` and ``book/``), as opposed to an installed copy."""
+    return (ROOT / "pyproject.toml").is_file() and (ROOT / "book").is_dir()
+
+
+def workspace() -> Path:
+    """The folder that runs, results files and figures go under by default: the source
+    tree when hypernas runs from one (``results/``, ``figures/`` beside the book, as the
+    Makefile and the book expect), else the current directory -- never the folder an
+    installed hypernas lives in."""
+    return ROOT if is_checkout() else Path.cwd()
+
+
 def results_path(cfg, root=None) -> Path:
-    root = Path(root) if root else ROOT / "results"
+    root = Path(root) if root else workspace() / "results"
     return root / cfg["profile"] / f"{run_name(cfg)}.json"
 
 
@@ -32,16 +49,21 @@ def run(cfg=None, results_root=None, data_dir=None, device=None, stop_after_step
         reevaluate=False, **kw):
     """Run the experiment of ``cfg`` (or ``config(**kw)``) and return its results dict.
 
-    A finished run whose results file was written under the same configuration is
-    returned as it is (re-executing a notebook of a finished paper run takes seconds);
-    ``reevaluate=True`` derives and tests A-D again.  Returns None when
-    ``stop_after_steps`` stopped training early (checkpoint saved)."""
+    ``results_root``: the folder of the results files and run folders (default
+    ``results/`` of :func:`workspace`).  A finished run whose results file was written
+    under the same configuration is returned as it is (re-executing a notebook of a
+    finished paper run takes seconds); ``reevaluate=True`` derives and tests A-D again.
+    Returns None when ``stop_after_steps`` stopped training early (checkpoint saved).
+    A configuration no run could use, or a results folder that cannot be written, is a
+    :class:`~hypernas.errors.UserError` before anything is written."""
     cfg = cfg or config(**kw)
+    validate(cfg)
     if data_dir is not None:
         cfg["data_dir"] = data_dir
     if device is not None:
         cfg["device"] = device
     out = results_path(cfg, results_root)
+    check_writable_folder(out.parent, "results folder")
     run_dir = out.with_suffix("")
     if out.exists() and not reevaluate:
         old = json.loads(out.read_text())
@@ -49,6 +71,11 @@ def run(cfg=None, results_root=None, data_dir=None, device=None, stop_after_step
             return old
     dev = pick_device(cfg["device"])
     splits = load(cfg["dataset"], cfg["data_dir"])
+    with run_lock(run_dir):     # one process per run, from training to the results file
+        return _train_and_evaluate(cfg, splits, run_dir, dev, out, stop_after_steps)
+
+
+def _train_and_evaluate(cfg, splits, run_dir, dev, out, stop_after_steps):
     trainer = Trainer(cfg, splits, run_dir, dev)
     trainer.fit(stop_after_steps=stop_after_steps)
     if not trainer.done:

@@ -40,6 +40,7 @@ import time
 import torch
 
 from .complexity import simplex_grid
+from .errors import UserError
 from .genotype import Genotype, op_counts, weight_count_of
 
 #: grid steps per op count (1/step is the coordinate spacing)
@@ -391,7 +392,7 @@ def kendall_tau(a, b) -> float:
 
 # -- choosing a member ---------------------------------------------------------------------
 
-class NoMemberFits(ValueError):
+class NoMemberFits(UserError):
     """No member of the family meets the budget."""
 
 

@@ -118,6 +118,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import UserError
+
 from . import kernels
 from .derived import AvgPoolBN
 from .genotype import Genotype, cell_edges, cell_layout
@@ -135,11 +137,11 @@ _NETWORK_KEYS = ("dataset", "in_channels", "image_size", "width", "n_cells", "n_
                  "entries", "relu", "relu_inputs", "fixed", "call_ms")
 
 
-class TableError(ValueError):
+class TableError(UserError):
     """A latency table file that cannot be used (missing, not JSON, wrong format, incomplete)."""
 
 
-class TableMismatch(ValueError):
+class TableMismatch(UserError):
     """A latency table measured for another network than the one asked about."""
 
 

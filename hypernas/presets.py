@@ -137,7 +137,8 @@ def config(experiment="exp1", preset="authors_code", profile="smoke", seed=0, **
     for name, table in (("experiment", EXPERIMENTS), ("preset", PRESETS), ("profile", PROFILES)):
         value = locals()[name]
         if value not in table:
-            raise ValueError(f"unknown {name} {value!r}; choose one of {sorted(table)}")
+            from .errors import UserError
+            raise UserError(f"unknown {name} {value!r}; choose one of {', '.join(sorted(table))}")
     exp, pre, prof = EXPERIMENTS[experiment], PRESETS[preset], PROFILES[profile]
     k = exp["n_ops"]
     cfg = dict(experiment=experiment, preset=preset, profile=profile, seed=int(seed),
@@ -152,9 +153,72 @@ def config(experiment="exp1", preset="authors_code", profile="smoke", seed=0, **
         cfg["n_reference"] = k + 1
     unknown = set(overrides) - set(cfg)
     if unknown:
-        raise ValueError(f"unknown config key(s) {sorted(unknown)}; known: {sorted(cfg)}")
+        from .errors import UserError
+        raise UserError(f"unknown config key(s) {sorted(unknown)}; known: {sorted(cfg)}")
     cfg.update({key: v for key, v in overrides.items() if v is not None})
     cfg["h_betas"] = list(cfg["h_betas"])
+    validate(cfg)
+    return cfg
+
+
+#: what each numeric field must be: "count" (an integer >= 1), "count?" (the same or
+#: None = all), "rate" (a finite number >= 0), "rate?" (the same or None)
+FIELD_KINDS = {
+    **dict.fromkeys(("epochs", "width", "n_cells", "n_nodes", "batch_size", "log_every",
+                     "checkpoint_every", "latency_repeats", "n_reference"), "count"),
+    **dict.fromkeys(("train_images", "val_images", "test_images", "bn_images"), "count?"),
+    **dict.fromkeys(("kappa", "w_lr", "h_lr", "w_weight_decay", "h_weight_decay",
+                     "temperature_floor"), "rate"),
+    **dict.fromkeys(("w_momentum", "w_lr_min", "grad_clip"), "rate?"),
+}
+#: the named options and their choices
+CHOICES = {
+    "optimizer": ("sgd+adam", "adam"), "classifier": ("linear", "shared", "own"),
+    "cost_weights": ("softmax", "softmax_t"), "temperature_schedule": ("step", "linear"),
+    "augment": ("affine_vflip", "crop_hflip", "none"), "reference_init": ("randn", "simplex"),
+}
+#: the command-line option of a field, where it has one
+OPTIONS = {"epochs": "--epochs", "width": "--width", "kappa": "--kappa", "seed": "--seed",
+           "classifier": "--classifier"}
+
+
+def validate(cfg: dict) -> dict:
+    """Raise :class:`~hypernas.errors.UserError` naming the first field of ``cfg`` that
+    no run could use (a count that is not a positive integer, a rate that is negative or
+    not finite, an unknown option, a complexity vector off the simplex)."""
+    import math
+    from numbers import Integral, Real
+    from .errors import UserError
+
+    def bad(key, value, need):
+        name = f"{key} ({OPTIONS[key]})" if key in OPTIONS else key
+        raise UserError(f"{name} must be {need}; got {value!r}")
+
+    for key, kind in FIELD_KINDS.items():
+        if key not in cfg or (cfg[key] is None and kind.endswith("?")):
+            continue
+        v = cfg[key]
+        if kind.startswith("count"):
+            if not isinstance(v, Integral) or isinstance(v, bool) or v < 1:
+                bad(key, v, "a whole number of at least 1"
+                    + (" (or None for all)" if kind.endswith("?") else ""))
+        elif not isinstance(v, Real) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+            bad(key, v, "a finite number of at least 0")
+    if "seed" in cfg and (not isinstance(cfg["seed"], Integral) or isinstance(cfg["seed"], bool)):
+        bad("seed", cfg["seed"], "a whole number")
+    for key, choices in CHOICES.items():
+        if key in cfg and cfg[key] not in choices:
+            bad(key, cfg[key], "one of " + ", ".join(map(repr, choices)))
+    betas = cfg.get("h_betas")
+    if betas is not None and (len(betas) != 2 or not all(isinstance(b, Real) and 0 <= b < 1 for b in betas)):
+        bad("h_betas", betas, "two numbers in [0, 1)")
+    if "complexities" in cfg and "ops" in cfg:
+        from .complexity import check_complexity
+        for name, s in cfg["complexities"].items():
+            try:
+                check_complexity(s, cfg["ops"])
+            except UserError as err:
+                raise UserError(f"complexities[{name!r}]: {err}") from None
     return cfg
 
 

@@ -27,6 +27,8 @@ def git_commit() -> str:
     history, so whoever made the copy names the commit."""
     if os.environ.get("HYPERNAS_COMMIT"):
         return os.environ["HYPERNAS_COMMIT"]
+    if not (ROOT / ".git").exists():   # an installed copy: the folder above it is not ours
+        return "unknown"
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                              text=True, timeout=10)

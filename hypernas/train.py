@@ -11,11 +11,17 @@ A run lives in a folder: ``checkpoint.pt`` (model, hypernetwork, optimisers,
 schedulers, every RNG state, the position in the epoch), ``log.jsonl`` (metrics) and,
 when done, ``model.pt`` (weights only).  Running again in the same folder resumes from
 the checkpoint; on CPU the resumed run is bit-identical to an uninterrupted one.
+While a process trains a run it holds the folder's lock (:mod:`hypernas.runlock`); a
+loss or parameter that is no longer finite stops training (:class:`~hypernas.errors.Diverged`)
+before anything of it is saved.  Both files hold only tensors and plain data and are
+read without unpickling code (:func:`load_state`).
 """
 from __future__ import annotations
 
 import json
+import math
 import os
+import pickle
 import sys
 import time
 import warnings
@@ -24,20 +30,45 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from . import __version__
 from .complexity import sample_simplex
 from .cost import cost
 from .data import augment
+from .errors import Diverged, UserError
 from .model import HyperSupernet
-from .presets import RUNTIME_FIELDS, upgrade
+from .presets import RUNTIME_FIELDS, upgrade, validate
 from .provenance import placement_change, segment
 from .relax import temperature
+from .runlock import run_lock
+
+
+def check_device(device="auto") -> torch.device:
+    """The :class:`torch.device` that ``device`` names (``"auto"``: a GPU when there is
+    one), or :class:`~hypernas.errors.UserError` when it is no device or is not here."""
+    if isinstance(device, torch.device):
+        dev = device
+    elif device == "auto":
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise UserError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise UserError(f"device {device!r}: no CUDA GPU is visible here; use --device cpu (or auto)")
+        if dev.index is not None and dev.index >= n:
+            raise UserError(f"device {device!r}: there are {n} CUDA GPU(s) here, cuda:0 to cuda:{n - 1}")
+    return dev
 
 
 def pick_device(device: str = "auto") -> torch.device:
     """``"auto"``: a GPU when there is one.  On a GPU, float32 stays float32: TF32
     (PyTorch's default for cuDNN convolutions) is turned off, so that GPU and CPU runs
-    compute in the same precision."""
-    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    compute in the same precision.  A device that does not exist here is a
+    :class:`~hypernas.errors.UserError`."""
+    dev = check_device(device)
     if dev.type == "cuda":
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -119,6 +150,10 @@ class Trainer:
         self._sums = None      # the window's sums on the device while fit() runs
         #: one record per stretch of training (fit call): first step, device, threads, commit
         self.segments = []
+        #: the last step at which the loss / the parameters were checked finite
+        self._good_step = dict(loss=0, parameters=0)
+        self._saved_step = None  # the step of the checkpoint on disk
+        self._bar = None         # fit()'s progress bar
 
     @staticmethod
     def _fresh_window():
@@ -130,7 +165,8 @@ class Trainer:
     def state(self):
         if self._sums is not None:
             self.window.update(zip(WINDOW_KEYS, self._sums.tolist()))
-        return dict(cfg=self.cfg, model=self.model.state_dict(), w_opt=self.w_opt.state_dict(),
+        return dict(format=FILE_FORMAT, hypernas=__version__,
+                    cfg=self.cfg, model=self.model.state_dict(), w_opt=self.w_opt.state_dict(),
                     h_opt=self.h_opt.state_dict(),
                     sched=self.sched.state_dict() if self.sched else None,
                     epoch=self.epoch, step=self.step, global_step=self.global_step,
@@ -140,22 +176,60 @@ class Trainer:
                              cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None))
 
     def save(self):
+        """Checkpoint, after checking that the state is finite (a diverged state is never
+        saved: the checkpoint on disk stays the last good one)."""
+        st = self.state()
+        self._check_finite(self.window, params=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_save(self.state(), self.run_dir / "checkpoint.pt")
+        _atomic_save(st, self.run_dir / "checkpoint.pt")
+        self._saved_step = self.global_step
+
+    def _check_finite(self, window, params=False):
+        """Raise :class:`~hypernas.errors.Diverged` when the window's metric sums (read
+        back already) or, with ``params``, any parameter or buffer of the model is not
+        finite.  One device synchronisation for all parameters; called only at log
+        lines, checkpoints and epoch ends, so that a training step never waits."""
+        bad = [k for k in WINDOW_KEYS if not math.isfinite(window[k])]
+        if params and not bad:
+            tensors = [t for t in self.model.state_dict().values() if t.is_floating_point()]
+            if not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+                bad = ["parameters"]
+        if not bad:
+            self._good_step["loss"] = self.global_step
+            if params:
+                self._good_step["parameters"] = self.global_step
+            return
+        what = "the parameters" if bad == ["parameters"] else "the loss" if "loss" in bad else ", ".join(bad)
+        since = self._good_step["parameters" if bad == ["parameters"] else "loss"]
+        kept = (f"the checkpoint {self.run_dir / 'checkpoint.pt'} (step {self._saved_step}) is the "
+                "last good state and was kept" if self._saved_step is not None
+                else "no checkpoint was written")
+        raise Diverged(
+            f"training diverged: {what} became non-finite (NaN or infinite) between steps "
+            f"{since + 1} and {self.global_step} (epoch {self.epoch}); {kept}, and no "
+            "results were written; lower the learning rates (w_lr, h_lr) or kappa and train in a "
+            "new run folder (resuming this one repeats the same steps)")
 
     def load(self, path):
-        st = torch.load(path, map_location=self.device, weights_only=False)
+        st = load_state(path, self.device, "checkpoint")
         diff = config_mismatch(upgrade(st["cfg"]), self.cfg)
         if diff:
-            raise ValueError(f"checkpoint {path} was written by another configuration; "
-                             "differing fields:\n  " + "\n  ".join(diff)
-                             + "\nuse another run folder, or delete the checkpoint to start over")
-        self.model.load_state_dict(st["model"])
-        self.w_opt.load_state_dict(st["w_opt"]); self.h_opt.load_state_dict(st["h_opt"])
-        if self.sched:
-            self.sched.load_state_dict(st["sched"])
-        for key in ("epoch", "step", "global_step", "elapsed", "perm", "log_lines", "done"):
-            setattr(self, key, st[key])
+            raise UserError(f"checkpoint {path} was written by another configuration ("
+                            + "; ".join(diff) + "); train in another folder (another --results-root), "
+                            "or delete the run folder to start over")
+        try:
+            self.model.load_state_dict(st["model"])
+            self.w_opt.load_state_dict(st["w_opt"]); self.h_opt.load_state_dict(st["h_opt"])
+            if self.sched:
+                self.sched.load_state_dict(st["sched"])
+            for key in ("epoch", "step", "global_step", "elapsed", "perm", "log_lines", "done"):
+                setattr(self, key, st[key])
+        except (KeyError, RuntimeError, ValueError) as err:
+            raise UserError(f"checkpoint {path} does not fit this hypernas {__version__} "
+                            f"({_state_dict_problem(err)}); it was written by another version: resume it "
+                            "with that version, or delete the run folder to start over") from None
+        self._saved_step = self.global_step
+        self._good_step = dict(loss=self.global_step, parameters=self.global_step)
         self.window = dict(st.get("window") or self._fresh_window())
         self.segments = [dict(r) for r in st.get("segments") or []]
         torch.set_rng_state(st["rng"]["torch"])
@@ -241,7 +315,19 @@ class Trainer:
 
     def fit(self, stop_after_steps=None, progress=None):
         """Train to the end (or for ``stop_after_steps`` more steps, for tests and
-        time-boxed sessions), checkpointing every ``checkpoint_every`` steps."""
+        time-boxed sessions), checkpointing every ``checkpoint_every`` steps.  Holds the
+        run folder's lock meanwhile (:class:`~hypernas.errors.RunLocked` at once if
+        another process trains it); raises :class:`~hypernas.errors.Diverged` if the
+        loss or a parameter stops being finite."""
+        with run_lock(self.run_dir):
+            try:
+                return self._fit(stop_after_steps, progress)
+            finally:
+                if self._bar is not None:     # closed before an error is reported, too
+                    self._bar.close()
+                    self._bar = None
+
+    def _fit(self, stop_after_steps, progress):
         ckpt = self.run_dir / "checkpoint.pt"
         if ckpt.exists():
             self.load(ckpt)
@@ -259,7 +345,7 @@ class Trainer:
         bar = None
         if progress:
             from tqdm import tqdm
-            bar = tqdm(total=cfg["epochs"] * self.steps_per_epoch, initial=self.global_step,
+            bar = self._bar = tqdm(total=cfg["epochs"] * self.steps_per_epoch, initial=self.global_step,
                        file=sys.stderr, mininterval=15, ascii=True, dynamic_ncols=False, ncols=100,
                        desc=f"{cfg['experiment']} {cfg['preset']}")
         self.model.train()
@@ -290,6 +376,7 @@ class Trainer:
                 if self.global_step % cfg["log_every"] == 0 or self.step == self.steps_per_epoch:
                     n = window["n"]
                     window.update(zip(WINDOW_KEYS, sums.tolist()))   # waits for the device
+                    self._check_finite(window)
                     wall = time.perf_counter() - window_t0
                     self.elapsed += time.perf_counter() - t0
                     self.log(event="step", epoch=self.epoch, step=self.step, global_step=self.global_step,
@@ -304,6 +391,7 @@ class Trainer:
                 if self.step < self.steps_per_epoch and self.global_step % cfg["checkpoint_every"] == 0:
                     self.save()
             # end of epoch
+            self._check_finite(window, params=True)    # before validating a diverged model
             t0 = time.perf_counter()
             val_acc = self.validate(t)
             self.elapsed += time.perf_counter() - t0
@@ -318,7 +406,8 @@ class Trainer:
             self.save()
         self.done = True
         self.save()
-        _atomic_save(dict(cfg=cfg, model=self.model.state_dict()), self.run_dir / "model.pt")
+        _atomic_save(dict(format=FILE_FORMAT, hypernas=__version__, cfg=cfg,
+                          model=self.model.state_dict()), self.run_dir / "model.pt")
         if bar:
             bar.close()
         return self
@@ -385,12 +474,110 @@ def read_log(run_dir):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+#: the layout of ``model.pt`` and ``checkpoint.pt``: a dict of tensors and plain data with
+#: ``cfg`` and ``model`` (the state dict); files before the key was written are format 1
+FILE_FORMAT = 1
+
+
+def _unsafe_global(err) -> str:
+    import re
+    m = re.search(r"GLOBAL (\S+)", str(err))
+    return f"it names {m.group(1)}" if m else "an object torch's safe loader does not allow"
+
+
+def _state_dict_problem(err) -> str:
+    """The first problem ``load_state_dict`` names (its message starts with a header line)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    detail = lines[1] if len(lines) > 1 else (lines[0] if lines else type(err).__name__)
+    return detail if len(detail) <= 300 else detail[:297] + "..."
+
+
+def _first_line(err) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def load_state(path, device="cpu", what="model file") -> dict:
+    """The dict stored in a hypernas ``model.pt`` or ``checkpoint.pt``, read with
+    ``torch.load(..., weights_only=True)``; :class:`~hypernas.errors.UserError` (one
+    line, with the fix) for a file that is missing, not a model, truncated, unsafe or
+    of a newer format.
+
+    **Why a file cannot run code.**  A ``.pt`` file is a zip of tensor data and a pickle
+    of the objects around them, and an ordinary unpickler calls whatever callable the
+    pickle names: a crafted ``model.pt`` could run any command when loaded.  With
+    ``weights_only=True`` torch uses its restricted unpickler, which rebuilds tensors
+    and plain data only (dicts, lists, tuples, strings, numbers, booleans, None, and a
+    few torch types such as dtypes) and refuses any other global before calling
+    anything.  Every file hypernas writes holds nothing else: the configuration is a
+    dict of plain values, the optimiser and scheduler states are dicts of tensors and
+    numbers, the RNG states and the epoch's permutation are tensors, the training
+    segments are dicts.  The files committed in ``results/`` (written before this
+    check) load the same way, unchanged.
+
+    **Why not safetensors.**  safetensors stores a flat map of names to tensors (plus
+    string metadata) and has no code path at all, which is its advantage.  A hypernas
+    checkpoint is a nested structure -- configuration, two optimiser states with their
+    parameter groups, a scheduler state, RNG states, the log window, the training
+    segments -- which would have to be flattened into names and JSON strings and put
+    back together on loading: a second file format to keep in step with the first, an
+    added dependency, and a conversion of every committed run.  The restricted
+    unpickler gives the property that matters here (loading runs no code named by the
+    file) for the files as they are; a model exported for use outside hypernas is
+    plain weights plus JSON (:mod:`hypernas.export`).
+    """
+    path = Path(path)
+    fix = "pass the model.pt or checkpoint.pt of a hypernas run (results/<profile>/<run>/)"
+    if not path.exists():
+        raise UserError(f"{what} {path} does not exist; {fix}")
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a folder; {fix}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04":     # torch.save writes a zip archive
+        raise UserError(f"{path} is not a hypernas {what} (not a PyTorch archive); {fix}")
+    try:
+        st = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UserError(
+            f"refusing to load {path}: it holds Python objects other than tensors and plain data, "
+            f"and unpickling them could run code ({_unsafe_global(err)}); hypernas never writes such "
+            "files, so this one was made or altered elsewhere: do not use it, take the model from "
+            "its run folder") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as err:
+        raise UserError(f"{path} is truncated or corrupted ({_first_line(err).split('. ')[0]}); "
+                        "copy the file again, or train the run again") from None
+    if not (isinstance(st, dict) and isinstance(st.get("cfg"), dict) and isinstance(st.get("model"), dict)):
+        holds = "a dict without cfg and model" if isinstance(st, dict) else f"a {type(st).__name__}"
+        raise UserError(f"{path} is not a hypernas {what}: it holds {holds}; {fix}")
+    fmt = st.get("format", 1)
+    if not isinstance(fmt, int) or fmt > FILE_FORMAT:
+        raise UserError(f"{path} was written by hypernas {st.get('hypernas', 'of a newer version')} "
+                        f"(file format {fmt}); this hypernas {__version__} reads format {FILE_FORMAT} "
+                        "and older: install the newer hypernas to load it")
+    return st
+
+
 def load_model(path, device="cpu") -> HyperSupernet:
-    """A trained :class:`HyperSupernet` from ``model.pt`` or ``checkpoint.pt``."""
-    st = torch.load(path, map_location=device, weights_only=False)
+    """A trained :class:`HyperSupernet` from ``model.pt`` or ``checkpoint.pt``, read
+    without unpickling code (:func:`load_state`); a file of another version or an
+    inconsistent configuration is a :class:`~hypernas.errors.UserError`."""
+    st = load_state(path, device)
     cfg = upgrade(st["cfg"])
     from .data import DATASETS
-    model = build_model(cfg, DATASETS[cfg["dataset"]]["channels"])
-    model.load_state_dict(st["model"])
+    try:
+        validate(cfg)
+        model = build_model(cfg, DATASETS[cfg["dataset"]]["channels"])
+    except (KeyError, TypeError, ValueError) as err:
+        detail = f"no {err}" if isinstance(err, KeyError) else _first_line(err)
+        raise UserError(f"{path} has a configuration this hypernas {__version__} cannot build a "
+                        f"model from ({detail}); it was written by another version of hypernas, or "
+                        "altered: load it with the version that wrote it") from None
+    try:
+        model.load_state_dict(st["model"])
+    except RuntimeError as err:
+        raise UserError(f"{path}: its weights do not fit its configuration under this hypernas "
+                        f"{__version__} ({_state_dict_problem(err)}); it was written by another "
+                        "version of hypernas, or altered: load it with the version that wrote it") from None
     model.cfg = cfg
     return model.to(device).eval()

@@ -100,6 +100,7 @@ def test_torchvision_layout_via_env_var(tmp_path, monkeypatch, fmnist):
 
 def test_missing_fashion_mnist_names_every_way(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "DEBIAN_FMNIST", tmp_path / "no-debian")
+    (tmp_path / "empty").mkdir()        # a data directory that does not exist is another error
     with pytest.raises(DataNotFound) as err:
         load("fashion_mnist", tmp_path / "empty", download=False)
     msg = str(err.value)
