@@ -14,53 +14,27 @@
   folder;
 * ``model.onnx``: the network as an ONNX graph (input ``x``: normalised images
   ``(batch, C, H, W)``, any batch size; output ``logits``), for ONNX Runtime and other
-  engines.  Needs the packages ``onnx`` and ``onnxscript`` (the ``export`` extra).
+  engines: the inference copy (:meth:`~hypernas.derived.DerivedNetwork.folded`) exported
+  and checked against PyTorch by :func:`hypernas.latency.export_onnx`.
 
 The files are written into a staging folder beside ``DIR`` and moved into place only
 when all three are complete, so a failed export leaves ``DIR`` as it was.
 """
 from __future__ import annotations
 
-import contextlib
-import copy
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import torch
 
-from . import __version__, kernels
+from . import __version__
 from .errors import UserError, check_writable_folder
+from .latency import export_onnx
 
 FILES = ("genotype.json", "weights.pt", "model.onnx")
 FORMAT = 1
-
-
-def export_onnx(net, shape, path):
-    """Write ``net`` (in eval mode) as an ONNX file at ``path`` for inputs
-    ``(batch, *shape)`` with a free batch dimension; returns ``path``.
-
-    The compiled CPU kernels (:mod:`hypernas.kernels`, used by
-    :class:`~hypernas.derived.KernelConv2d`) are turned off while the graph is traced,
-    so that it holds plain convolutions, which ONNX has.  Uses torch's ``torch.export``
-    based exporter (``dynamo=True``, which needs ``onnxscript``); its progress messages go
-    to stderr, so that a command's standard output stays its own."""
-    try:
-        import onnxscript  # noqa: F401  (the exporter's dependency: a clear error first)
-    except ImportError:
-        raise UserError("ONNX export needs the packages onnx and onnxscript: "
-                        "pip install 'hypernas[export]' (or pip install onnx onnxscript)") from None
-    path = Path(path)
-    net = copy.deepcopy(net).eval()
-    batch = torch.export.Dim("batch", min=1, max=65536)
-    example = torch.zeros(2, *shape)
-    with kernels.disabled(), torch.no_grad(), contextlib.redirect_stdout(sys.stderr):
-        torch.onnx.export(net, (example,), str(path), dynamo=True, external_data=False,
-                          input_names=["x"], output_names=["logits"],
-                          dynamic_shapes=({0: batch},), verbose=False)
-    return path
 
 
 def describe(model, genotype, s, bn_images, source) -> dict:
@@ -112,7 +86,7 @@ def export_derived(model, s, folder, splits, bn_images=None, source="") -> dict:
         state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
         torch.save(dict(format=FORMAT, hypernas=__version__, genotype=info, state_dict=state),
                    stage / "weights.pt")
-        export_onnx(net, info["network"]["input_shape"], stage / "model.onnx")
+        export_onnx(net.folded(), info["network"]["input_shape"], stage / "model.onnx")
         folder.mkdir(exist_ok=True)
         for name in FILES:
             os.replace(stage / name, folder / name)

@@ -404,15 +404,16 @@ def _ort_session(model_bytes_or_path, threads):
     return ort.InferenceSession(model_bytes_or_path, so, providers=["CPUExecutionProvider"])
 
 
-def _export(module, args, f):
-    """Export ``module(*args)`` with inputs ``in0, in1, ...`` and output ``out``, batch dynamic."""
-    names = [f"in{i}" for i in range(len(args))]
-    axes = {n: {0: "batch"} for n in names + ["out"]}
+def _export(module, args, f, names=None, out="out"):
+    """Export ``module(*args)`` with inputs ``names`` (default ``in0, in1, ...``) and
+    output ``out``, batch dynamic."""
+    names = names or [f"in{i}" for i in range(len(args))]
+    axes = {n: {0: "batch"} for n in names + [out]}
     with kernels.disabled(), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         args = tuple(a.cpu() for a in args)
         torch.onnx.export(_exportable(module, args), args, f, dynamo=False,
-                          input_names=names, output_names=["out"], dynamic_axes=axes)
+                          input_names=names, output_names=[out], dynamic_axes=axes)
 
 
 def _ort_call(sess, arrays):
@@ -831,9 +832,11 @@ def table_complexity(table: dict, ops, cfg: dict, batch: int = 1) -> list:
 # -- whole networks ----------------------------------------------------------------------------------
 
 def export_onnx(net: nn.Module, shape, path, verify: bool = True, atol: float = 1e-4) -> dict:
-    """Export a (derived, folded) network to ONNX at ``path`` (input ``in0`` of shape
-    ``(batch, *shape)``, the batch dynamic, the image size fixed; output ``out``, the
-    logits), with the compiled kernels disabled so that plain ops are exported.  With
+    """Export a (derived, folded) network to ONNX at ``path`` (input ``x`` of shape
+    ``(batch, *shape)``, the batch dynamic, the image size fixed; output ``logits``), with
+    the compiled kernels disabled so that plain ops are exported (torch's TorchScript
+    exporter, ``dynamo=False``: about 3 s a network against 18 s for the ``torch.export``
+    one, and no ``onnxscript`` needed).  With
     ``verify``, onnxruntime runs the file on a random batch of 2 and the largest
     difference from PyTorch must be at most ``atol``, else ``RuntimeError`` and no file.
     Written atomically.  Returns ``{"path", "max_abs_diff"}`` (``None`` without ``verify``)."""
@@ -845,12 +848,12 @@ def export_onnx(net: nn.Module, shape, path, verify: bool = True, atol: float = 
     fd, tmp = _temp_beside(path)
     os.close(fd)
     try:
-        _export(cpu, [x], tmp)
+        _export(cpu, [x], tmp, ["x"], "logits")
         diff = None
         if verify:
             with torch.no_grad():
                 want = cpu(x).numpy()
-            got = _ort_session(tmp, 1).run(None, {"in0": x.contiguous().numpy()})[0]
+            got = _ort_session(tmp, 1).run(None, {"x": x.contiguous().numpy()})[0]
             diff = float(np.abs(got - want).max())
             if not diff <= atol:
                 raise RuntimeError(f"the ONNX export of {type(net).__name__} differs from PyTorch by "
@@ -878,7 +881,7 @@ def measure_network_ms(net: nn.Module, shape, batch: int = 1, runtime: str = "to
                 f = Path(tmp) / "net.onnx"
                 export_onnx(net, shape, f, verify=False)
                 sess = _ort_session(str(f), threads)
-            feeds = {"in0": x.contiguous().numpy()}
+            feeds = {"x": x.contiguous().numpy()}
             call = lambda: sess.run(None, feeds)  # noqa: E731
             sync = None
         else:
