@@ -36,7 +36,8 @@ PRESETS = {
         n_reference=5,
         learn_points=True,
         reference_init="randn",
-        classifier="shared",       # classifier interpolated from s (model.CLASSIFIERS)
+        classifier="own",          # interpolated from s with its own points (model.Classifier);
+                                   # "shared" before 2026-12-02 (the committed seed-0 runs)
         cost_weights="softmax",    # Cost(softmax(alpha); s)
         kappa=50.0,
         batch_size=64,
