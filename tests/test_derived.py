@@ -44,7 +44,7 @@ def test_derived_equals_supernet_at_its_genotype(preset, k, shape):
     with torch.no_grad():
         a = model.run(x, s, alpha, 1.0, "discrete")
         b = net(x)
-    assert (a - b).abs().max().item() < 1e-5
+    assert (a - b).abs().max().item() < 1e-5 * (1 + a.abs().max().item())
     # and the derived net's ops are the ones the genotype names
     for cell in net.cells:
         names = g.reduce if cell.reduction else g.normal
