@@ -287,3 +287,38 @@ def test_cost_gradient_pushes_penalised_ops_down():
 def test_model_cell_counts():
     model = HyperSupernet(OPS3, C=4, n_cells=3)
     assert model.net.cell_counts == (1, 2)
+
+
+def test_own_classifier_follows_the_authors_hyperlinear():
+    """classifier='own': its own reference points for W and for b, N(0, 1) at the start,
+    trained with the network weights (SGD group, under their weight decay and clip),
+    W(s) and b(s) interpolated with softmax(sign * ||s - p||^2) over those points."""
+    from hypernas.presets import config
+    from hypernas.train import build_model, build_optimizers
+    torch.manual_seed(0)
+    cfg = config("exp1", "authors_code", classifier="own", width=8)
+    model = build_model(cfg, 1)
+    clf = model.classifier
+    m, k = cfg["n_reference"], len(cfg["ops"])
+    assert clf.weight_points.shape == clf.bias_points.shape == (m, k)
+    assert clf.weight.shape == (m, 10, model.net.out_channels) and clf.bias.shape == (m, 10)
+    # N(0, 1): mean and spread of the reference weights (thousands of draws)
+    w = clf.weight.detach().flatten()
+    assert abs(w.mean().item()) < 0.05 and abs(w.std().item() - 1) < 0.05
+    # one optimiser group: the network weights (SGD), never the hypernetwork's Adam
+    ids = lambda ps: {id(p) for p in ps}  # noqa: E731
+    w_opt, h_opt, _ = build_optimizers(model, cfg)
+    own = ids(clf.parameters())
+    assert own <= ids(model.weights()) and not own & ids(model.hypernet_parameters())
+    assert own <= ids(p for g in w_opt.param_groups for p in g["params"])
+    assert isinstance(w_opt, torch.optim.SGD) and w_opt.param_groups[0]["weight_decay"] == cfg["w_weight_decay"]
+    # the function: separate interpolation weights for W and b, by their own points
+    s = torch.tensor([0.2, 0.3, 0.5])
+    vw = torch.softmax(cfg["rbf_sign"] * ((s - clf.weight_points) ** 2).sum(1), 0)
+    vb = torch.softmax(cfg["rbf_sign"] * ((s - clf.bias_points) ** 2).sum(1), 0)
+    h = torch.randn(4, model.net.out_channels)
+    want = h @ torch.einsum("r,rod->od", vw, clf.weight).t() + torch.einsum("r,ro->o", vb, clf.bias)
+    torch.testing.assert_close(clf(h, s, model.hypernet), want)
+    # 'shared' uses the hypernetwork's points instead, and has none of its own
+    shared = build_model(config("exp1", "authors_code", classifier="shared", width=8), 1).classifier
+    assert not hasattr(shared, "weight_points")
