@@ -29,6 +29,8 @@ from hypernas.presets import config
 from hypernas.runlock import LOCK_NAME, holder_pid, run_lock
 from hypernas.train import Trainer, build_model, load_model, load_state
 
+from conftest import assert_same
+
 ROOT = Path(__file__).resolve().parent.parent
 PAPER_MODEL = ROOT / "results" / "paper" / "exp1-authors_code-seed0" / "model.pt"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -106,22 +108,7 @@ def test_committed_files_load_without_unpickling_code(path):
     the unrestricted loader gives (configs, optimiser states, RNG states are plain)."""
     safe = load_state(path)
     full = torch.load(path, map_location="cpu", weights_only=False)
-    _assert_same(safe, full)
-
-
-def _assert_same(a, b, where="file"):
-    if torch.is_tensor(a):
-        assert torch.is_tensor(b) and a.dtype == b.dtype and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and list(a) == list(b), where
-        for k in a:
-            _assert_same(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert type(a) is type(b) and len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b or (a != a and b != b), (where, a, b)
+    assert_same(safe, full)
 
 
 def test_written_checkpoint_and_model_load_without_unpickling_code(tmp_path):
@@ -132,7 +119,7 @@ def test_written_checkpoint_and_model_load_without_unpickling_code(tmp_path):
     for name in ("checkpoint.pt", "model.pt"):
         st = load_state(tmp_path / name)
         assert st["format"] == 1 and st["cfg"] == cfg
-        _assert_same(st, torch.load(tmp_path / name, weights_only=False))
+        assert_same(st, torch.load(tmp_path / name, weights_only=False))
     assert load_model(tmp_path / "model.pt").cfg == cfg
 
 
@@ -464,7 +451,7 @@ def test_divergence_keeps_the_last_good_checkpoint(place, capsys, monkeypatch):
     from hypernas.data import load
     cfg = config("exp1", "authors_code", "smoke", 0, epochs=3, width=4, device="cpu")
     ref = Trainer(cfg, load("fashion_mnist"), place / "ref", "cpu").fit(stop_after_steps=4)
-    _assert_same(st["model"], ref.model.state_dict(), "model")
+    assert_same(st["model"], ref.model.state_dict(), "model")
 
 
 class _PoisonedGradient(Trainer):
@@ -595,4 +582,4 @@ def test_export_runs_in_onnxruntime(tmp_path, capsys):
     model = load_model(PAPER_MODEL)
     s_t = torch.tensor([float(v) for v in s])
     ref = recalibrate_bn(DerivedNetwork(model, model.genotype(s_t), s_t), splits, model.cfg["bn_images"])
-    _assert_same(dict(net.state_dict()), dict(ref.state_dict()), "derived")
+    assert_same(dict(net.state_dict()), dict(ref.state_dict()), "derived")

@@ -18,6 +18,8 @@ from hypernas.ops import OP_TYPES
 from hypernas.presets import config
 from hypernas.train import Trainer, read_log
 
+from conftest import assert_same as _assert_same
+
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -132,22 +134,6 @@ def run_a(splits, tmp_path_factory):
     trainer = Trainer(_resume_cfg(), splits, d, "cpu").fit()
     assert trainer.steps_per_epoch == STEPS_PER_EPOCH and trainer.global_step == 8
     return d, trainer
-
-
-def _assert_same(a, b, path="state"):
-    """Exact recursive equality (tensors with torch.equal)."""
-    if torch.is_tensor(a):
-        assert torch.is_tensor(b) and a.dtype == b.dtype and torch.equal(a, b), path
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), (path, set(a) ^ set(b))
-        for key in a:
-            _assert_same(a[key], b[key], f"{path}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert type(a) is type(b) and len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, (path, a, b)
 
 
 def _log_without_timing(d):
