@@ -286,16 +286,14 @@ def family_path(model_path) -> Path:
 
 def cmd_family(a):
     from .family import sweep
+    from .files import write_json
     from .latency import load_table
     table = load_table(a.table) if a.table else None
     out = Path(a.out) if a.out else family_path(a.model)
     res = sweep(a.model, table=table, steps=a.steps, workers=a.workers,
                 progress=lambda i, n: print(f"[hypernas] {i}/{n} architectures evaluated", flush=True)
                 if i % 10 == 0 or i == n else None)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(res, indent=1))
-    os.replace(tmp, out)
+    write_json(res, out)
     hv = res["hypervolume"]["latency_ms"]
     print(f"[hypernas] {len(res['members'])} architectures, front of {len(res['front']['latency_ms'])}, "
           f"weights {res['weights_range'][0]:,}-{res['weights_range'][1]:,}; hypervolume "

@@ -126,9 +126,10 @@ def _flops(net, shape) -> int:
     return int(fc.get_total_flops())
 
 
-def evaluate_genotype(model, splits, genotype, s, cfg, device="cpu", table=None):
+def evaluate_genotype(model, splits, genotype, s, cfg, device="cpu"):
     """One member's numbers (the module docstring's protocol), except its measured
-    latency (:func:`measure_latencies`, run apart on an idle core)."""
+    latency (:func:`measure_latencies`, run apart on an idle core) and its predicted one
+    (:func:`add_predictions`)."""
     from .derived import DerivedNetwork, accuracy, recalibrate_bn
     s = torch.as_tensor(s, dtype=torch.float32, device=device)
     net = DerivedNetwork(model, genotype, s)
@@ -141,9 +142,6 @@ def evaluate_genotype(model, splits, genotype, s, cfg, device="cpu", table=None)
                test_acc=accuracy(inference, splits, cfg.get("test_images"), device=device),
                weights=weight_count_of(genotype, cfg["width"], cfg["n_cells"]),
                flops=_flops(net, shape))
-    if table is not None:
-        from .latency import predicted_latency_ms
-        out["predicted_latency_ms"] = predicted_latency_ms(table, genotype, cfg)
     return out
 
 
@@ -175,25 +173,25 @@ def measure_latencies(model, members, shape, repeats=30, device="cpu"):
 _WORKER = {}
 
 
-def _worker_init(model_path, cfg, table):
+def _worker_init(model_path, cfg):
     from .data import load
     from .train import load_model
     torch.set_num_threads(1)
     _WORKER.update(model=load_model(model_path), splits=load(cfg["dataset"], cfg["data_dir"]),
-                   cfg=cfg, table=table)
+                   cfg=cfg)
 
 
 def _worker_eval(job):
     g, s = job
     w = _WORKER
-    return evaluate_genotype(w["model"], w["splits"], Genotype(*g), s, w["cfg"], table=w["table"])
+    return evaluate_genotype(w["model"], w["splits"], Genotype(*g), s, w["cfg"])
 
 
-def _evaluate_all(model_path, cfg, table, jobs, workers, progress):
+def _evaluate_all(model_path, cfg, jobs, workers, progress):
     """``evaluate_genotype`` for every ``(genotype, s)`` job, in ``workers`` processes of
     one thread each (small convolutions scale poorly across threads)."""
     if workers <= 1:
-        _worker_init(model_path, cfg, table)
+        _worker_init(model_path, cfg)
         out = []
         for i, job in enumerate(jobs):
             out.append(_worker_eval(job))
@@ -202,7 +200,7 @@ def _evaluate_all(model_path, cfg, table, jobs, workers, progress):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_worker_init, initargs=(str(model_path), cfg, table)) as pool:
+                             initializer=_worker_init, initargs=(str(model_path), cfg)) as pool:
         out = []
         for i, res in enumerate(pool.map(_worker_eval, jobs, chunksize=4)):
             out.append(res)
@@ -244,7 +242,7 @@ def evaluate_family(model_path, cfg=None, table=None, steps=None, n_random=None,
                for g in random_genotypes(model.ops, n_random or len(family), n_edges, seed)]
     jobs = [(tuple(m["genotype"]), m["s"]) for m in family + randoms]
     t0 = time.perf_counter()
-    evaluated = _evaluate_all(model_path, cfg, None, jobs, workers, progress)
+    evaluated = _evaluate_all(model_path, cfg, jobs, workers, progress)
     for m, res in zip(family + randoms, evaluated):
         res["n_points"] = m["n_points"]
         m.clear()

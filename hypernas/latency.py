@@ -119,6 +119,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import UserError
+from .files import temp_beside, write_json
 
 from . import kernels
 from .derived import AvgPoolBN
@@ -617,34 +618,9 @@ def _provenance(runtime, threads, wall_s, load):
 # -- files ----------------------------------------------------------------------------------------
 
 def write_table(table: dict, path) -> Path:
-    """Write ``table`` as JSON to ``path`` atomically (a temporary file in the same folder,
-    then ``os.replace``): a reader sees the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = {k: v for k, v in table.items() if not k.startswith("_")}
-    fd, tmp = _temp_beside(path)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _temp_beside(path: Path):
-    """A temporary file in ``path``'s folder (so ``os.replace`` is atomic), with the
-    permissions a new file gets there (``mkstemp`` makes it private)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    return fd, tmp
+    """Write ``table`` as JSON to ``path`` atomically (:func:`hypernas.files.write_json`),
+    without the keys :func:`load_table` adds (``_``-prefixed)."""
+    return write_json({k: v for k, v in table.items() if not k.startswith("_")}, path)
 
 
 def load_table(path) -> dict:
@@ -845,7 +821,7 @@ def export_onnx(net: nn.Module, shape, path, verify: bool = True, atol: float = 
     path.parent.mkdir(parents=True, exist_ok=True)
     cpu = copy.deepcopy(net).cpu().eval()
     x = torch.randn(2, *shape).contiguous(memory_format=torch.channels_last)
-    fd, tmp = _temp_beside(path)
+    fd, tmp = temp_beside(path)
     os.close(fd)
     try:
         _export(cpu, [x], tmp, ["x"], "logits")

@@ -11,10 +11,11 @@ one thread -- run it with nothing else on the machine -- adds the latency table'
 predictions and the fronts, and writes ``results/paper/<run>-family.json`` atomically.
 """
 import json
-import os
 import sys
 import time
 from pathlib import Path
+
+from hypernas.files import write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ["exp3-authors_code-seed0", "exp1-authors_code-seed0", "exp1-thesis_text-seed0",
@@ -37,9 +38,7 @@ def evaluate(runs):
         res = evaluate_family(ROOT / "results" / "paper" / run / "model.pt", _cfg(run), workers=2,
                               progress=lambda i, n: print(f"{run}: {i}/{n} {time.time() - t0:.0f} s",
                                                           flush=True) if i % 10 == 0 or i == n else None)
-        tmp = PARTIAL / f"{run}.json.tmp"
-        tmp.write_text(json.dumps(res, indent=1))
-        os.replace(tmp, PARTIAL / f"{run}.json")
+        write_json(res, PARTIAL / f"{run}.json")
 
 
 def finish(table_path, runs):
@@ -52,10 +51,7 @@ def finish(table_path, runs):
             continue
         res = json.loads((PARTIAL / f"{run}.json").read_text())
         finish_family(res, ROOT / "results" / "paper" / run / "model.pt", table)
-        out = ROOT / "results" / "paper" / f"{run}-family.json"
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(res, indent=1))
-        os.replace(tmp, out)
+        out = write_json(res, ROOT / "results" / "paper" / f"{run}-family.json")
         print(f"{run}: {len(res['members'])} members -> {out}")
 
 
@@ -100,14 +96,12 @@ def devices(runs):
                              measured_p90_ms=measured["p90_ms"],
                              predicted_ms=predicted_latency_ms(table, g, cfg)))
             print(f"{run} on {table['device']}: s = {rows[-1]['s']}, {rows[-1]['measured_ms']:.2f} ms", flush=True)
-    out = ROOT / "results" / "paper" / "devices.json"
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(dict(rows=rows, provenance=dict(
+    write_json(dict(rows=rows, provenance=dict(
         commit=git_commit(), date=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         wall_s=round(time.time() - t0, 1), tables=[t["device"] for t in tables],
         protocol="measured: hypernas.latency.measure_network_ms at batch 1 on the table's runtime and "
-                 "threads, median of its repeats; accuracy: the family's protocol")), indent=1))
-    os.replace(tmp, out)
+                 "threads, median of its repeats; accuracy: the family's protocol")),
+               ROOT / "results" / "paper" / "devices.json")
 
 
 if __name__ == "__main__":
