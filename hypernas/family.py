@@ -187,25 +187,57 @@ def _worker_eval(job):
     return evaluate_genotype(w["model"], w["splits"], Genotype(*g), s, w["cfg"])
 
 
-def _evaluate_all(model_path, cfg, jobs, workers, progress):
+def _evaluate_all(model_path, cfg, jobs, workers, progress, journal=None):
     """``evaluate_genotype`` for every ``(genotype, s)`` job, in ``workers`` processes of
-    one thread each (small convolutions scale poorly across threads)."""
-    if workers <= 1:
-        _worker_init(model_path, cfg)
-        out = []
-        for i, job in enumerate(jobs):
-            out.append(_worker_eval(job))
-            progress(i + 1, len(jobs))
-        return out
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_worker_init, initargs=(str(model_path), cfg)) as pool:
-        out = []
-        for i, res in enumerate(pool.map(_worker_eval, jobs, chunksize=4)):
-            out.append(res)
-            progress(i + 1, len(jobs))
-        return out
+    one thread each (small convolutions scale poorly across threads).
+
+    ``journal``: a JSON-lines file that gets one line per finished job as it finishes
+    (flushed and synced), so that a run stopped part-way resumes where it stopped: jobs
+    already in the journal are read back instead of evaluated again.  A torn last line
+    (a process killed mid-write) is ignored and that job evaluated again."""
+    import json
+    import os
+    keys = [json.dumps([list(map(list, g)), list(s)]) for g, s in jobs]
+    done = {}
+    if journal is not None and os.path.exists(journal):
+        with open(journal) as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                done[rec["job"]] = rec["result"]
+    todo = [i for i, k in enumerate(keys) if k not in done]
+    log = open(journal, "a") if journal is not None else None
+    if log is not None and log.tell() and not open(journal).read().endswith("\n"):
+        log.write("\n")                  # end a torn line, so the next record starts its own
+
+    def record(i, res, n_done):
+        done[keys[i]] = res
+        if log is not None:
+            log.write(json.dumps(dict(job=keys[i], result=res)) + "\n")
+            log.flush()
+            os.fsync(log.fileno())
+        progress(n_done, len(jobs))
+
+    try:
+        base = len(jobs) - len(todo)
+        if workers <= 1 or len(todo) <= 1:
+            _worker_init(model_path, cfg)
+            for n, i in enumerate(todo):
+                record(i, _worker_eval(jobs[i]), base + n + 1)
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=_worker_init, initargs=(str(model_path), cfg)) as pool:
+                for n, (i, res) in enumerate(zip(todo, pool.map(_worker_eval, [jobs[i] for i in todo],
+                                                                chunksize=1))):
+                    record(i, res, base + n + 1)
+    finally:
+        if log is not None:
+            log.close()
+    return [done[k] for k in keys], len(jobs) - len(todo)
 
 
 def sweep(model_path, cfg=None, table=None, steps=None, n_random=None, workers=2,
@@ -224,9 +256,10 @@ def sweep(model_path, cfg=None, table=None, steps=None, n_random=None, workers=2
 
 
 def evaluate_family(model_path, cfg=None, table=None, steps=None, n_random=None, workers=2,
-                    seed=0, progress=None) -> dict:
+                    seed=0, progress=None, journal=None) -> dict:
     """Members and random baseline with their accuracies, weights and FLOPs (no
-    latencies yet: :func:`finish` measures them, best on an otherwise idle machine)."""
+    latencies yet: :func:`finish` measures them, best on an otherwise idle machine).
+    ``journal``: a file that makes the evaluation resumable (:func:`_evaluate_all`)."""
     from .train import load_model
     progress = progress or (lambda i, n: None)
     model = load_model(model_path)
@@ -242,7 +275,7 @@ def evaluate_family(model_path, cfg=None, table=None, steps=None, n_random=None,
                for g in random_genotypes(model.ops, n_random or len(family), n_edges, seed)]
     jobs = [(tuple(m["genotype"]), m["s"]) for m in family + randoms]
     t0 = time.perf_counter()
-    evaluated = _evaluate_all(model_path, cfg, jobs, workers, progress)
+    evaluated, resumed = _evaluate_all(model_path, cfg, jobs, workers, progress, journal)
     for m, res in zip(family + randoms, evaluated):
         res["n_points"] = m["n_points"]
         m.clear()
@@ -258,7 +291,7 @@ def evaluate_family(model_path, cfg=None, table=None, steps=None, n_random=None,
         test_images=cfg.get("test_images") or "all",
         workers=workers, threads_per_worker=1, commit=git_commit(), hypernas=__version__,
         torch=torch.__version__, processor=_processor(),
-        evaluate_wall_s=round(time.perf_counter() - t0, 1),
+        evaluate_wall_s=round(time.perf_counter() - t0, 1), jobs_read_from_journal=resumed,
         date=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
     return dict(members=family, random_baseline=dict(members=randoms, seed=seed),
                 provenance=provenance)

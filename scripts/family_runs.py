@@ -21,6 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNS = ["exp3-authors_code-seed0", "exp1-authors_code-seed0", "exp1-thesis_text-seed0",
         "exp2-authors_code-seed0"]
 PARTIAL = ROOT / "build" / "family"
+#: one line per evaluated member as it finishes (committed while a run is under way, so a
+#: stopped evaluation resumes in the next session: run the same command again)
+JOURNAL = ROOT / "results" / "paper" / "family-journal"
 
 
 def _cfg(run):
@@ -35,7 +38,9 @@ def evaluate(runs):
     PARTIAL.mkdir(parents=True, exist_ok=True)
     for run in runs:
         t0 = time.time()
+        JOURNAL.mkdir(parents=True, exist_ok=True)
         res = evaluate_family(ROOT / "results" / "paper" / run / "model.pt", _cfg(run), workers=2,
+                              journal=JOURNAL / f"{run}.jsonl",
                               progress=lambda i, n: print(f"{run}: {i}/{n} {time.time() - t0:.0f} s",
                                                           flush=True) if i % 10 == 0 or i == n else None)
         write_json(res, PARTIAL / f"{run}.json")

@@ -106,3 +106,30 @@ def test_kendall_tau_against_pair_counting():
     assert kendall_tau(a, b) == pytest.approx((2 * conc - pairs) / pairs)
     assert kendall_tau(a, a) == pytest.approx(1.0)
     assert kendall_tau(a, [-x for x in a]) == pytest.approx(-1.0)
+
+
+def test_a_stopped_evaluation_resumes_from_its_journal(tmp_path, monkeypatch):
+    """The journal gets one line per finished member; a second run evaluates only what is
+    missing (a torn last line counts as missing) and returns the same numbers."""
+    from hypernas import family
+    from hypernas.train import load_model
+    path = "results/paper/exp1-authors_code-seed0/model.pt"
+    cfg = dict(load_model(path).cfg, bn_images=50, val_images=50, test_images=100, data_dir=None)
+    journal = tmp_path / "journal.jsonl"
+    calls = []
+    real = family._worker_eval
+    monkeypatch.setattr(family, "_worker_eval", lambda job: calls.append(job) or real(job))
+    first = family.evaluate_family(path, cfg, steps=2, n_random=2, workers=1, journal=journal)
+    n = len(first["members"]) + len(first["random_baseline"]["members"])
+    assert len(calls) == n and len(journal.read_text().splitlines()) == n
+    lines = journal.read_text().splitlines()
+    journal.write_text("\n".join(lines[:2]) + "\n" + lines[2][: len(lines[2]) // 2])
+    calls.clear()
+    again = family.evaluate_family(path, cfg, steps=2, n_random=2, workers=1, journal=journal)
+    assert len(calls) == n - 2
+    assert again["provenance"]["jobs_read_from_journal"] == 2
+    assert again["members"] == first["members"]
+    assert again["random_baseline"] == first["random_baseline"]
+    calls.clear()
+    family.evaluate_family(path, cfg, steps=2, n_random=2, workers=1, journal=journal)
+    assert calls == []                   # the records written after the torn line read back
