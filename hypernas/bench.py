@@ -256,7 +256,13 @@ def family_time(dev, sample=4):
     one thread, the median over ``sample`` members of the committed exp1 family (a
     random model of the same shape when it is absent), and what the whole exp1 sweep --
     its distinct genotypes on the 0.02 grid and as many random ones, two one-thread
-    workers -- would take at that rate (latency timing excluded)."""
+    workers -- would take at that rate (latency timing excluded).
+
+    Also the arithmetic behind that time: the members' mean forward FLOPs per image,
+    the FLOPs of one member's evaluation (every BatchNorm, validation and test image
+    passes once), the rate this achieves, and the rate the issue's target -- every
+    distinct genotype of the grid in five minutes on two one-thread workers -- would
+    need (compare it with the convolution ceiling measured above)."""
     from .data import load
     from .family import distinct_genotypes, evaluate_genotype, points
     from .train import load_model
@@ -267,17 +273,22 @@ def family_time(dev, sample=4):
     members = distinct_genotypes(model, points(3))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    times = []
+    times, flops = [], []
     try:
         for m in members[:: max(1, len(members) // sample)][:sample]:
             t0 = time.perf_counter()
-            evaluate_genotype(model, splits, m["genotype"], m["s"], cfg, dev)
+            flops.append(evaluate_genotype(model, splits, m["genotype"], m["s"], cfg, dev)["flops"])
             times.append(time.perf_counter() - t0)
     finally:
         torch.set_num_threads(threads)
     per = statistics.median(times)
+    images = cfg["bn_images"] + cfg["val_images"] + len(splits.x_test)
+    member_flops = statistics.fmean(flops) * images
     return dict(per_member_s=per, members=len(members), model="committed" if path.exists() else "random",
-                family_estimate_s=per * 2 * len(members) / 2)
+                family_estimate_s=per * 2 * len(members) / 2,
+                flops_per_image=statistics.fmean(flops), images_per_member=images,
+                achieved_gflops_per_worker=member_flops / statistics.fmean(times) / 1e9,
+                needed_gflops_per_worker_for_5_min=member_flops * len(members) / 2 / 300 / 1e9)
 
 
 def _memory_probe(threads, steps):
@@ -380,6 +391,10 @@ def main(argv=None):
         print(f"family member (BN 2000 + validation 5000 + test 10000 images, 1 thread): {fam['per_member_s']:.1f} s; "
               f"whole exp1 family ({fam['members']} + {fam['members']} random, 2 workers): "
               f"~{fam['family_estimate_s'] / 60:.1f} min ({fam['model']} model)")
+        print(f"  its arithmetic: {fam['flops_per_image'] / 1e6:.1f} MFLOP per image x {fam['images_per_member']:,} "
+              f"images per member, {fam['achieved_gflops_per_worker']:.1f} GFLOP/s per worker achieved; the "
+              f"{fam['members']} members in 5 min on 2 workers would need "
+              f"{fam['needed_gflops_per_worker_for_5_min']:.0f} GFLOP/s per worker")
     graphs = None
     if dev.type == "cuda":
         try:

@@ -52,3 +52,7 @@ def test_family_time_measures_members_under_the_sweep_protocol():
     fam = bench.family_time(torch.device("cpu"), sample=1)
     assert fam["per_member_s"] > 0 and fam["members"] > 1
     assert fam["family_estimate_s"] == pytest.approx(fam["per_member_s"] * fam["members"])
+    # the arithmetic: needed rate = FLOPs of all members / (2 workers x 300 s)
+    assert fam["needed_gflops_per_worker_for_5_min"] == pytest.approx(
+        fam["flops_per_image"] * fam["images_per_member"] * fam["members"] / 600 / 1e9)
+    assert 0 < fam["achieved_gflops_per_worker"] < 1e4
