@@ -302,17 +302,20 @@ def cmd_family(a):
 
 
 def cmd_select(a):
-    from .family import add_predictions, select
+    from .family import add_predictions, load_family, select
     from .latency import load_table
+    from .train import load_model
+    if not a.latency_ms > 0:
+        raise UserError(f"--latency-ms must be a positive number of milliseconds, not {a.latency_ms:g}")
     path = Path(a.family) if a.family else family_path(a.model)
     if not path.exists():
         raise UserError(f"no family file {path}; make it with: hypernas family {a.model}"
                                 + (f" --table {a.device}" if a.device else ""))
-    fam = json.loads(path.read_text())
+    model = load_model(a.model)
+    fam = load_family(path, model.ops)
     key = "latency_ms"
     if a.device:
-        from .train import load_model
-        add_predictions(fam, load_table(a.device), load_model(a.model).cfg)
+        add_predictions(fam, load_table(a.device), model.cfg)
         key = "predicted_latency_ms"
     m = select(fam, a.latency_ms, key)
     print(json.dumps(dict(budget_ms=a.latency_ms, latency=key, s=m["s"], genotype=m["genotype"],

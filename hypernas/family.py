@@ -423,6 +423,35 @@ def kendall_tau(a, b) -> float:
 
 # -- choosing a member ---------------------------------------------------------------------
 
+MEMBER_KEYS = ("s", "genotype", "val_acc", "test_acc", "weights", "latency_ms")
+
+
+def load_family(path, ops=None) -> dict:
+    """A family file (``<run>-family.json``), checked: readable JSON with ``members``,
+    each having :data:`MEMBER_KEYS`, and -- given the model's ``ops`` -- made for that
+    op set.  Anything else is a :class:`~hypernas.errors.UserError` naming the file."""
+    import json
+    from pathlib import Path
+    path = Path(path)
+    try:
+        fam = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"no family file {path}; make it with: hypernas family MODEL") from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is not a family file (not JSON: {err}); make it again with "
+                        "hypernas family MODEL") from None
+    members = fam.get("members") if isinstance(fam, dict) else None
+    if not isinstance(members, list) or not members or not all(
+            isinstance(m, dict) and all(k in m for k in MEMBER_KEYS) for m in members):
+        raise UserError(f"{path} is not a family file (it needs 'members', each with "
+                        f"{', '.join(MEMBER_KEYS)}); make it again with hypernas family MODEL")
+    made_for = fam.get("provenance", {}).get("ops")
+    if ops is not None and made_for is not None and list(made_for) != list(ops):
+        raise UserError(f"{path} is the family of a model with ops {made_for}, not {list(ops)}; "
+                        "pass the family file of this model (--family) or make it: hypernas family MODEL")
+    return fam
+
+
 class NoMemberFits(UserError):
     """No member of the family meets the budget."""
 

@@ -133,3 +133,48 @@ def test_a_stopped_evaluation_resumes_from_its_journal(tmp_path, monkeypatch):
     calls.clear()
     family.evaluate_family(path, cfg, steps=2, n_random=2, workers=1, journal=journal)
     assert calls == []                   # the records written after the torn line read back
+
+
+MODEL = "results/paper/exp1-authors_code-seed0/model.pt"
+FAMILY = "results/paper/exp1-authors_code-seed0-family.json"
+
+
+def test_select_cli_returns_the_most_accurate_member_within_budget(capsys):
+    from hypernas import cli
+    fam = json.loads(open(FAMILY).read())
+    budget = sorted(m["latency_ms"] for m in fam["members"])[len(fam["members"]) // 2]
+    assert cli.main(["select", MODEL, "--latency-ms", str(budget)]) == 0
+    got = json.loads(capsys.readouterr().out)
+    fits = [m for m in fam["members"] if m["latency_ms"] <= budget]
+    assert got["latency_ms"] <= budget
+    assert got["val_acc"] == max(m["val_acc"] for m in fits)
+
+
+@pytest.mark.parametrize("content, words", [
+    ("{not json", "not JSON"),
+    ('{"members": [{"s": [1, 0, 0]}]}', "needs 'members'"),
+    (None, "ops"),                       # the family of another op set
+])
+def test_select_cli_bad_family_file_is_one_line(tmp_path, capsys, content, words):
+    from hypernas import cli
+    bad = tmp_path / "fam.json"
+    if content is None:
+        fam = json.loads(open(FAMILY).read())
+        fam["provenance"]["ops"] = ["max_pool_3x3", "identity", "conv_3x3"]
+        content = json.dumps(fam)
+    bad.write_text(content)
+    rc = cli.main(["select", MODEL, "--latency-ms", "5", "--family", str(bad)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and len(err) == 1 and err[0].startswith("hypernas: error: ") and words in err[0], err
+    assert str(bad) in err[0] or words == "ops"
+
+
+@pytest.mark.parametrize("budget", ["0", "-2", "1e-6"])
+def test_select_cli_impossible_budget_is_one_line(capsys, budget):
+    from hypernas import cli
+    rc = cli.main(["select", MODEL, "--latency-ms", budget])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and len(err) == 1 and err[0].startswith("hypernas: error: "), err
+    if budget == "1e-6":
+        fastest = min(m["latency_ms"] for m in json.loads(open(FAMILY).read())["members"])
+        assert f"{fastest:.3f} ms" in err[0]
