@@ -281,13 +281,20 @@ def test_depthwise_repeat_only_where_it_applies(ext):
 @pytest.mark.parametrize("experiment", ["exp1", "exp2"])
 def test_supernet_step_float32_uses_the_depthwise_kernel(ext, experiment, monkeypatch):
     """A float32 training step of the supernet sends every depthwise convolution (both of
-    each separable conv, the average pool's, at stride 1 and 2) through the kernel and
-    gives the eager code's logits and gradients within float32 rounding."""
+    each separable conv, the average pool's, at stride 1 and 2) through the kernel, and its
+    logits and gradients are as close to a float64 step's as float32 itself allows.
+
+    "As float32 allows" is measured, not assumed: the gradients of this step are
+    ill-conditioned (non-affine BatchNorm at batch 8 cancels), so the eager float32 code
+    moves by up to ~1e-2 of a gradient's scale when the input moves by one unit in the last
+    place (CI's CPU put kernel-vs-eager at 6e-4 where this one put 1e-4).  The kernel must
+    stay within three times the largest such move over six perturbed inputs; a wrong
+    kernel is off by O(1).  The relaxation is the deterministic softmax."""
     from hypernas.supernet import FusedSepConv, SharedPool
     cfg = config(experiment, "authors_code", "smoke")
     torch.manual_seed(0)
     model = build_model(cfg, 1).to(memory_format=CL).train()
-    eager = copy.deepcopy(model)
+    ref = copy.deepcopy(model).double()
     x = torch.randn(8, 1, 28, 28).contiguous(memory_format=CL)
     s = torch.full((len(cfg["ops"]),), 1 / len(cfg["ops"]))
     calls = []
@@ -296,20 +303,32 @@ def test_supernet_step_float32_uses_the_depthwise_kernel(ext, experiment, monkey
     expected = sum(2 if isinstance(op, FusedSepConv) else int(op.name == "avg_pool_3x3")
                    for op in model.modules() if isinstance(op, (FusedSepConv, SharedPool)))
     assert any(op.stride == 2 for op in model.modules() if isinstance(op, FusedSepConv))
-    out = []
-    for m, use in ((model, True), (eager, False)):
+
+    def step(m, x, use):
         with contextlib.nullcontext() if use else kernels.disabled():
-            torch.manual_seed(5)
-            logits = m(x, s, 1.0, "gumbel")
-            grads = torch.autograd.grad(F.cross_entropy(logits, torch.arange(8)), list(m.parameters()), allow_unused=True)
-        out.append((logits.detach(), grads))
+            logits = m(x, s.to(x.dtype), 1.0, "softmax")
+            grads = torch.autograd.grad(F.cross_entropy(logits, torch.arange(8)), list(m.parameters()),
+                                        allow_unused=True)
+        return logits.detach().double(), [g if g is None else g.double() for g in grads]
+
+    want_logits, want = step(ref, x.double(), False)
+
+    def error(got):
+        return max((a - b).abs().max().item() / max(1.0, b.abs().max().item())
+                   for a, b in zip(got, want) if b is not None)
+    logits, grads = step(model, x, True)
     assert len(calls) == expected > 10
-    assert (out[0][0] - out[1][0]).abs().max().item() < 1e-5 * max(1.0, out[1][0].abs().max().item())
-    worst = 0.0
-    for a, b in zip(out[0][1], out[1][1]):
-        if b is not None:
-            worst = max(worst, (a - b).abs().max().item() / max(1.0, b.abs().max().item()))
-    assert worst < 1e-4
+    calls.clear()
+    eager_logits, eager = step(model, x, False)
+    gen = torch.Generator().manual_seed(1)
+    floor = max([error(eager)] + [error(step(model, x * (1 + 2 ** -23 * torch.randn(x.shape, generator=gen)), False)[1])
+                                  for _ in range(6)])
+    assert not calls                                                   # eager: no kernel
+    scale = max(1.0, want_logits.abs().max().item())
+    assert (logits - want_logits).abs().max().item() < 1e-5 * scale
+    assert (eager_logits - want_logits).abs().max().item() < 1e-5 * scale
+    assert error(grads) < 3 * floor + 1e-6, (error(grads), floor)
+    assert floor < 5e-2
 
 
 @pytest.mark.parametrize("conv,by_kernel", [
