@@ -6,9 +6,9 @@ architecture logits of every edge.
 """
 __version__ = "0.1.0"
 
-from .runtime import retain_freed_memory  # noqa: E402
+from .fast.process import retain_freed_memory  # noqa: E402
 
-retain_freed_memory()  # see hypernas.runtime: reuse freed memory (fewer page faults)
+retain_freed_memory()  # see hypernas.fast.process: reuse freed memory (fewer page faults)
 
 from .complexity import check_complexity, sample_simplex  # noqa: E402,F401
 from .genotype import Genotype, op_counts, weight_count_of  # noqa: E402,F401

@@ -29,13 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import kernels
+from .fast import kernels
 from .data import DATASETS, Splits
 from .derived import DerivedNetwork, derive_and_test, latency
 from .presets import config
 from .provenance import ROOT
 from .reference import reference_model
-from .runtime import retained
+from .fast.process import retained
 from .train import Trainer, build_model, pick_device
 
 

@@ -121,10 +121,11 @@ from torch import nn
 from .errors import UserError
 from .files import temp_beside, write_json
 
-from . import kernels
-from .derived import AvgPoolBN
+from .fast import kernels
+from .fast.inference import AvgPoolBN, SubsampledFactorizedReduce
 from .genotype import Genotype, cell_edges, cell_layout
-from .ops import OPS, FactorizedReduce, Identity, SubsampledFactorizedReduce, check_ops, pool_inverse_count
+from .fast.dispatch import pool_inverse_count
+from .ops import OPS, FactorizedReduce, Identity, check_ops
 from .presets import OP_SETS
 
 FORMAT = "hypernas-latency-table/1"

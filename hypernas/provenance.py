@@ -51,7 +51,7 @@ def device_name(device: torch.device) -> str:
 def cpu_kernels(device: torch.device) -> bool:
     """Whether training on ``device`` uses the compiled CPU kernels (:mod:`hypernas.kernels`),
     which round sums in another order than the eager code."""
-    from . import kernels
+    from .fast import kernels
     return device.type == "cpu" and kernels.active()
 
 

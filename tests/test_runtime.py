@@ -1,4 +1,4 @@
-"""hypernas.runtime: freed memory is reused (no page faults per new tensor), and the
+"""hypernas.fast.process: freed memory is reused (no page faults per new tensor), and the
 switch that turns it off works."""
 import os
 import subprocess
@@ -9,7 +9,7 @@ import pytest
 
 PROBE = textwrap.dedent("""
     import resource, torch, hypernas
-    from hypernas.runtime import retained
+    from hypernas.fast.process import retained
     # 40 MB: above glibc's largest (adaptive) mmap threshold, so by default every such
     # tensor is mmapped and unmapped again; smaller ones make the default's behaviour
     # depend on history (its threshold adapts), which is no ground for a test
