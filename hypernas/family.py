@@ -9,7 +9,7 @@ once, at its *representative* ``s``: the point of its group nearest the group's 
 (the classifier of the ``shared`` and ``own`` forms depends on ``s`` too, so two points
 of a group give the same cells but slightly different classifiers).
 
-Each member is evaluated by the protocol of the tables (:mod:`hypernas.derived`): the
+Each member is evaluated by the protocol of the tables (:mod:`hypernas.evaluation`): the
 derived network inherits the supernet's weights, its BatchNorm statistics are
 re-estimated on ``bn_images`` training images, then
 
@@ -130,11 +130,9 @@ def evaluate_genotype(model, splits, genotype, s, cfg, device="cpu"):
     """One member's numbers (the module docstring's protocol), except its measured
     latency (:func:`measure_latencies`, run apart on an idle core) and its predicted one
     (:func:`add_predictions`)."""
-    from .derived import DerivedNetwork, accuracy, recalibrate_bn
+    from .evaluation import accuracy, recalibrated
     s = torch.as_tensor(s, dtype=torch.float32, device=device)
-    net = DerivedNetwork(model, genotype, s)
-    recalibrate_bn(net, splits, cfg["bn_images"], device=device)
-    inference = net.folded()
+    net, inference = recalibrated(model, splits, genotype, s, cfg["bn_images"], device)
     shape = tuple(splits.x_test.shape[1:])
     out = dict(s=s.tolist(), genotype=dict(normal=list(genotype.normal), reduce=list(genotype.reduce)),
                op_counts=op_counts(genotype),
@@ -175,7 +173,9 @@ _WORKER = {}
 
 def _worker_init(model_path, cfg):
     from .data import load
+    from .fast.process import retain_freed_memory
     from .train import load_model
+    retain_freed_memory()     # a spawned worker: the CLI's process setting, here too
     torch.set_num_threads(1)
     _WORKER.update(model=load_model(model_path), splits=load(cfg["dataset"], cfg["data_dir"]),
                    cfg=cfg)

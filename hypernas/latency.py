@@ -119,7 +119,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import UserError
-from .files import temp_beside, write_json
+from .files import replacing, write_json
 
 from .fast import kernels
 from .fast.inference import AvgPoolBN, SubsampledFactorizedReduce
@@ -822,24 +822,17 @@ def export_onnx(net: nn.Module, shape, path, verify: bool = True, atol: float = 
     path.parent.mkdir(parents=True, exist_ok=True)
     cpu = copy.deepcopy(net).cpu().eval()
     x = torch.randn(2, *shape).contiguous(memory_format=torch.channels_last)
-    fd, tmp = temp_beside(path)
-    os.close(fd)
-    try:
-        _export(cpu, [x], tmp, ["x"], "logits")
+    with replacing(path) as tmp:
+        _export(cpu, [x], str(tmp), ["x"], "logits")
         diff = None
         if verify:
             with torch.no_grad():
                 want = cpu(x).numpy()
-            got = _ort_session(tmp, 1).run(None, {"x": x.contiguous().numpy()})[0]
+            got = _ort_session(str(tmp), 1).run(None, {"x": x.contiguous().numpy()})[0]
             diff = float(np.abs(got - want).max())
             if not diff <= atol:
                 raise RuntimeError(f"the ONNX export of {type(net).__name__} differs from PyTorch by "
                                    f"{diff:.3g} > {atol} on a random input; {path} was not written")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
     return dict(path=str(path), max_abs_diff=diff)
 
 

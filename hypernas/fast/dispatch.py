@@ -30,7 +30,7 @@ class _ReLUSubsample(torch.autograd.Function):
     """``cat([r[:, :, ::2, ::2], r[:, :, 1::2, 1::2]], 1)`` with ``r = relu(x)`` (or ``x``), contiguous in x's
     memory format, with a gradient in that format too: slicing's own backward returns an
     NCHW gradient for a channels-last ``x``, and every op after it (ReLU's backward
-    first, ~10x slower on mismatched layouts) then pays for the mismatch."""
+    first) then pays for the mismatch in a slower kernel."""
 
     @staticmethod
     def forward(ctx, x, relu):

@@ -20,11 +20,9 @@ class GraphStep:
     inputs are copied into the capture's buffers, and the parameters, optimiser state
     and BatchNorm statistics are updated in place.
 
-    Opt-in (``cuda_graphs=True``).  Status: the first GPU run (an H200, 2026-11-28)
-    found the capture blocked by ``torch.distributions``' argument checks, which read
-    the logits back from the GPU; :func:`~hypernas.relax.gumbel_softmax` no longer uses
-    them, but no capture has been verified on a GPU since.  ``scripts/gpu_runs.py``
-    checks graph against eager steps before it lets a run use them."""
+    Opt-in (``cuda_graphs=True``) until a GPU run has verified a capture (its history:
+    the performance page).  ``scripts/gpu_runs.py`` checks graph against eager steps
+    before it lets a run use them."""
 
     def __init__(self, trainer, warmup=2):
         self.trainer, self.warmup = trainer, warmup
