@@ -223,9 +223,13 @@ def _evaluate_all(model_path, cfg, jobs, workers, progress, journal=None):
     try:
         base = len(jobs) - len(todo)
         if workers <= 1 or len(todo) <= 1:
-            _worker_init(model_path, cfg)
-            for n, i in enumerate(todo):
-                record(i, _worker_eval(jobs[i]), base + n + 1)
+            threads = torch.get_num_threads()
+            try:          # in this process: its thread count is given back afterwards
+                _worker_init(model_path, cfg)
+                for n, i in enumerate(todo):
+                    record(i, _worker_eval(jobs[i]), base + n + 1)
+            finally:
+                torch.set_num_threads(threads)
         else:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
