@@ -10,7 +10,7 @@ not depend on the genotype; :func:`predicted_latency_ms` adds them up for a geno
             + sum_cells k sum_nodes i  [some edge leaving i reads ReLU(i)] * R(k, stride(i), B)
 
 * ``E(k, s, op, B)``: the op as the folded network runs it (BatchNorm folded into the
-  convolutions, :class:`~hypernas.derived.KernelConv2d`, ``AvgPoolBN``,
+  convolutions, :class:`~hypernas.fast.inference.KernelConv2d`, ``AvgPoolBN``,
   ``SubsampledFactorizedReduce`` for the identity on a stride-2 edge), *without* its
   leading ReLU.  Positions: ``cell<k>/s1`` (a normal cell's edges, and a reduction cell's
   edges between intermediate nodes, at the cell's output resolution) and ``cell<k>/s2``
@@ -47,7 +47,7 @@ called once, in a fresh random order (so that a busy machine's slow stretches sp
 all parts, and each call finds the cache as other parts left it, as in the network), and
 each call is timed alone with ``time.perf_counter`` (CUDA: synchronised before and
 after).  Reported: median, 10th and 90th percentile in **milliseconds per call on a batch
-of B images** (not per image).  The compiled CPU kernels (:mod:`hypernas.kernels`) are
+of B images** (not per image).  The compiled CPU kernels (:mod:`hypernas.fast.kernels`) are
 used where the network uses them (torch runtime); onnxruntime runs each part exported by
 :func:`export_onnx`'s route (kernels disabled, plain ops; FactorizedReduce in its
 strided-convolution form), with ``intra_op_num_threads = threads`` and

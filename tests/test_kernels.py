@@ -1,4 +1,4 @@
-"""The compiled CPU kernels (hypernas/csrc/) compute what the eager code computes:
+"""The compiled CPU kernels (hypernas/fast/csrc/) compute what the eager code computes:
 values and gradients of every input, for the shapes the supernets use and for awkward
 ones.  The mixture kernel (mix.cpp) in float32 and float64 (channels not a multiple of 8,
 one edge, no fused op, no shared op, inputs that are not channels-last); the grouped 1x1
