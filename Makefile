@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed
-	$(BIN)/python -c "from hypernas import kernels; print(kernels.report())"
+	$(BIN)/python -c "from hypernas.fast import kernels; print(kernels.report())"
 
 # Debian packages for offline Fashion-MNIST and the browser check (root + apt only;
 # elsewhere torchvision downloads the data and the browser check needs a Chromium)

@@ -29,13 +29,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import kernels
+from .fast import kernels
 from .data import DATASETS, Splits
-from .derived import DerivedNetwork, derive_and_test, latency
+from .derived import DerivedNetwork
+from .evaluation import derive_and_test, latency
+from .files import write_json
 from .presets import config
 from .provenance import ROOT
 from .reference import reference_model
-from .runtime import retained
+from .fast.process import retain_freed_memory, retained
 from .train import Trainer, build_model, pick_device
 
 
@@ -310,6 +312,7 @@ def _memory_probe(threads, steps):
         dt, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
         return dict(img_s=steps * images / dt, page_faults=(r1.ru_minflt - r0.ru_minflt) / steps,
                     system_s=(r1.ru_stime - r0.ru_stime) / steps)
+    retain_freed_memory()
     out = dict(retained=retained(), train=measure(_train_step_fn(m, x, y, s, 1.0, dev), 64))
     m.eval()
     net = DerivedNetwork(m, m.genotype(s), s).folded()
@@ -416,9 +419,6 @@ def main(argv=None):
             for k, v in memory.items()))
     exp1 = [r for r in rows if r["experiment"] == "exp1"]
     if a.output:
-        import json
-        import os
-        from pathlib import Path
         from .experiments import device_name, git_commit
         prov = (f"{device_name(dev)}, torch {torch.__version__}, commit {git_commit()}, "
                 f"{a.windows} windows x {a.steps} steps, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
@@ -429,11 +429,7 @@ def main(argv=None):
                    kernels=kernels.extension() is not None, kernels_error=kernels.error(),
                    retain_memory=retained(), threads=torch.get_num_threads(), memory_setting=memory,
                    speedup=exp1[0]["speedup"] if exp1 else None, rows=rows, cuda_graphs=graphs)
-        path = Path(a.output)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(out, indent=1))
-        os.replace(tmp, path)
+        write_json(out, a.output)
     if exp1:
         print(f"speedup: {exp1[0]['speedup']:.2f}x")
     return rows

@@ -25,6 +25,8 @@ import traceback
 from pathlib import Path
 
 from .errors import UserError, check_writable_folder
+from .fast.process import retain_freed_memory
+from .presets import CHOICES, EXPERIMENTS, PRESETS, PROFILES, experiment_title
 from .experiments import ROOT, is_checkout, workspace
 
 #: the experiment notebook, shipped inside the package (package data)
@@ -47,8 +49,8 @@ def _debug_option(p):
 
 
 def _common(p):
-    p.add_argument("--preset", default="authors_code", choices=["authors_code", "thesis_text"])
-    p.add_argument("--profile", default="quick", choices=["smoke", "quick", "paper"])
+    p.add_argument("--preset", default="authors_code", choices=list(PRESETS))
+    p.add_argument("--profile", default="quick", choices=list(PROFILES))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (a GPU when present), cpu, cuda, cuda:1 ...")
     p.add_argument("--data-dir", default=None,
@@ -57,7 +59,7 @@ def _common(p):
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--kappa", type=float, default=None)
     p.add_argument("--width", type=int, default=None)
-    p.add_argument("--classifier", default=None, choices=["linear", "shared", "own"],
+    p.add_argument("--classifier", default=None, choices=list(CHOICES["classifier"]),
                    help="how the classifier depends on s (default: the preset's; see hypernas.model.Classifier)")
 
 
@@ -101,11 +103,6 @@ def execute_notebook(parameters: dict, output: Path, copies=()):
         os.replace(out_tmp, output)
 
 
-TITLES = {"exp1": "Experiment 1: Fashion-MNIST, 3 ops, 10 epochs",
-          "exp2": "Experiment 2: Fashion-MNIST, 5 ops, 20 epochs",
-          "exp3": "Experiment 3: CIFAR-10, 3 ops, 50 epochs"}
-
-
 def _retitle(path, parameters):
     """Give the executed notebook its experiment's title (the book's page title)."""
     import nbformat
@@ -113,7 +110,7 @@ def _retitle(path, parameters):
     for cell in nb.cells:
         if cell.cell_type == "markdown" and cell.source.startswith("# Experiment"):
             first, _, rest = cell.source.partition("\n")
-            title = TITLES[parameters["experiment"]]
+            title = experiment_title(parameters["experiment"])
             cell.source = (f"# {title} ({parameters['preset']}, {parameters['profile']} profile)"
                            + "\n" + rest)
             break
@@ -236,7 +233,7 @@ def cmd_train(a):
 def cmd_derive(a):
     import torch
     from .complexity import check_complexity
-    from .derived import evaluate
+    from .evaluation import evaluate
     from .genotype import op_counts, weight_count_of
     from .train import load_model
     model = load_model(a.model, "cpu")
@@ -382,8 +379,7 @@ def build_parser():
     r = sub.add_parser("reproduce", help="execute the experiment notebooks with papermill")
     _common(r)
     _debug_option(r)
-    r.add_argument("--experiments", nargs="+", default=["exp1", "exp2", "exp3"],
-                   choices=["exp1", "exp2", "exp3"])
+    r.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS), choices=list(EXPERIMENTS))
     r.add_argument("--output", default=None,
                    help="folder for the executed notebooks (default: book/generated/ of a source "
                         "tree, else beside the results files)")
@@ -395,7 +391,7 @@ def build_parser():
     t = sub.add_parser("train", help="train (or resume) one experiment and evaluate A-D")
     _common(t)
     _debug_option(t)
-    t.add_argument("--experiment", default="exp1", choices=["exp1", "exp2", "exp3"])
+    t.add_argument("--experiment", default="exp1", choices=list(EXPERIMENTS))
     t.add_argument("--stop-after-steps", type=int, default=None,
                    help="stop (checkpointed) after this many steps; rerun to resume")
     t.add_argument("--results-root", default=None,
@@ -461,6 +457,7 @@ def _report(err, debug, message=None, code=None):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
+    retain_freed_memory()     # the fast path's process setting (HYPERNAS_RETAIN_MEMORY=0: off)
     try:
         a, rest = build_parser().parse_known_args(argv)
         if a.cmd == "bench":

@@ -1,59 +1,22 @@
-"""Derived architectures: the discrete network for one ``s``, and its evaluation.
+"""Derived architectures: the discrete network for one ``s``.
 
 :class:`DerivedNetwork` runs only the chosen op on each edge, with the weights it
-inherits from the trained supernet (no retraining).  Its BatchNorm statistics are
-re-estimated on training images (:func:`recalibrate_bn`) before testing, since the
-supernet's running statistics were collected under a mixture of ops.
+inherits from the trained supernet (no retraining).  How it is evaluated (BatchNorm
+re-estimation, accuracy, latency) is :mod:`hypernas.evaluation`; its inference copy
+(:meth:`DerivedNetwork.folded`) is :mod:`hypernas.fast.inference`.
 """
 from __future__ import annotations
 
 import copy
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_conv_bn_weights
 
-from . import kernels
+from . import ops as _ops
 from .complexity import check_complexity
-from .genotype import Genotype, cell_edges, op_counts, weight_count_of
-from .ops import FactorizedReduce, PoolBN, SepConv, SubsampledFactorizedReduce, pool_inverse_count
-
-
-def _take_relu(op) -> bool:
-    """Remove ``op``'s leading ReLU (the caller applies it, once per input tensor); True
-    if it had one.  Every conv-like op here starts with ReLU, so ops reading the same
-    node share one ReLU pass instead of one each."""
-    if isinstance(op, FactorizedReduce):
-        op.relu = nn.Identity()
-        return True
-    seq = op.net[0].net if isinstance(op, SepConv) else getattr(op, "net", None)
-    if isinstance(seq, nn.Sequential) and isinstance(seq[0], nn.ReLU):
-        seq[0] = nn.Identity()
-        return True
-    return False
-
-
-class KernelConv2d(nn.Conv2d):
-    """``nn.Conv2d`` (same weights and state) that runs on the compiled CPU kernels of
-    :mod:`hypernas.kernels` where they apply -- a 16-channel 1x1 convolution, a stride-1
-    depthwise 3x3 or 5x5 -- and as ``nn.Conv2d`` elsewhere.  A derived network's separable
-    convolutions at width 16 are these shapes, which oneDNN runs slowly."""
-
-    def forward(self, x):
-        w = self.weight
-        plain = self.stride == (1, 1) and self.dilation == (1, 1) and self.padding_mode == "zeros"
-        if (plain and self.groups == 1 and self.kernel_size == (1, 1) and self.padding == (0, 0)
-                and kernels.pointwise_usable(x, w, 1)):
-            y = kernels.pointwise(x, w, 1)
-        elif (plain and self.groups == self.in_channels == self.out_channels
-              and self.padding == (self.kernel_size[0] // 2,) * 2 and kernels.depthwise_repeat_usable(x, w, 1)):
-            y = kernels.depthwise_repeat(x, w)
-        else:
-            return super().forward(x)
-        return y if self.bias is None else y.add_(self.bias.view(1, -1, 1, 1))   # y: the kernel's own output
+from .fast.inference import fold, take_relu, use_kernels
+from .genotype import Genotype, cell_edges
 
 
 class DerivedCell(nn.Module):
@@ -65,11 +28,12 @@ class DerivedCell(nn.Module):
         super().__init__()
         self.reduction, self.n_nodes = fast_cell.reduction, fast_cell.n_nodes
         self.pre0, self.pre1 = copy.deepcopy(fast_cell.pre0), copy.deepcopy(fast_cell.pre1)
-        assert _take_relu(self.pre0) and _take_relu(self.pre1)
+        assert take_relu(self.pre0) and take_relu(self.pre1)
         self.edges = cell_edges(self.n_nodes)
         self.edge_ops = nn.ModuleList(net.export_edge(cell_index, e, net.ops.index(op))
                                       for e, op in enumerate(ops_of_cell))
-        self.relu_edges = [_take_relu(op) for op in self.edge_ops]
+        self.relu_edges = [_ops.REGISTRY[name].relu_first and take_relu(op)
+                           for name, op in zip(ops_of_cell, self.edge_ops)]
 
     def forward(self, s0, s1, r0=None, r1=None):
         """``r0``, ``r1``: ``relu(s0)``, ``relu(s1)`` when the caller has them."""
@@ -115,9 +79,7 @@ class DerivedNetwork(nn.Module):
             self.classifier = nn.Linear(W.shape[1], W.shape[0])
             self.classifier.weight.copy_(W)
             self.classifier.bias.copy_(b)
-        for m in self.modules():
-            if type(m) is nn.Conv2d:
-                m.__class__ = KernelConv2d
+        use_kernels(self)
         self.to(next(model.parameters()).device).to(memory_format=torch.channels_last)
 
     def forward(self, x):
@@ -130,149 +92,11 @@ class DerivedNetwork(nn.Module):
 
     def folded(self) -> "DerivedNetwork":
         """A copy for inference with every BatchNorm that follows a convolution folded
-        into it (``w * gamma / sigma``, a bias); equal to ``self.eval()`` up to float
-        rounding, one pass over the activations fewer per convolution."""
-        net = copy.deepcopy(self).eval()
-        for m in list(net.modules()):
-            if isinstance(m, nn.Sequential):
-                for i in range(len(m) - 1):
-                    if isinstance(m[i], nn.Conv2d) and isinstance(m[i + 1], nn.BatchNorm2d):
-                        m[i] = fuse_conv_bn_eval(m[i], m[i + 1])
-                        m[i + 1] = nn.Identity()
-            elif isinstance(m, FactorizedReduce):
-                h = m.conv1.out_channels
-                m.conv1 = _fuse_part(m.conv1, m.bn, slice(0, h))
-                m.conv2 = _fuse_part(m.conv2, m.bn, slice(h, 2 * h))
-                m.bn = nn.Identity()
-                m.__class__ = SubsampledFactorizedReduce
-        for cell in net.cells:
-            for i, op in enumerate(cell.edge_ops):
-                if isinstance(op, PoolBN) and isinstance(op.pool, nn.AvgPool2d):
-                    cell.edge_ops[i] = AvgPoolBN(op)
-        return net
-
-
-class AvgPoolBN(nn.Module):
-    """``avg_pool_3x3`` (``count_include_pad=False``) and its BatchNorm, for inference:
-    one depthwise 3x3 convolution whose weights are the BatchNorm's scale, times
-    ``1 / count`` (how many in-image pixels each window covers), plus the BatchNorm's
-    shift.  The same function as ``PoolBN.eval()`` up to float rounding, and faster on
-    a CPU (oneDNN's depthwise convolution against ATen's pooling loop)."""
-
-    def __init__(self, pool_bn: PoolBN):
-        super().__init__()
-        bn, C = pool_bn.bn, pool_bn.bn.num_features
-        scale = 1.0 / torch.sqrt(bn.running_var + bn.eps)
-        if bn.weight is not None:
-            scale = scale * bn.weight
-        shift = -bn.running_mean * scale + (bn.bias if bn.bias is not None else 0.0)
-        self.register_buffer("weight", scale.detach().view(C, 1, 1, 1).expand(C, 1, 3, 3).contiguous())
-        self.register_buffer("shift", shift.detach().view(1, C, 1, 1))
-        self.stride, self.C = pool_bn.pool.stride, C
-
-    def forward(self, x):
-        y = F.conv2d(x, self.weight, None, self.stride, 1, 1, self.C)
-        return y.mul_(pool_inverse_count(*x.shape[-2:], self.stride, x.device, x.dtype)).add_(self.shift)
-
-
-def _fuse_part(conv, bn, sl):
-    """``conv`` followed by the channels ``sl`` of ``bn``, as one conv with a bias."""
-    fused = copy.deepcopy(conv)
-    w, b = (t[sl] if t is not None else None for t in (bn.weight, bn.bias))
-    fused.weight, fused.bias = fuse_conv_bn_weights(
-        fused.weight, fused.bias, bn.running_mean[sl], bn.running_var[sl], bn.eps, w, b)
-    return fused
+        into it (:func:`hypernas.fast.inference.fold`); equal to ``self.eval()`` up to
+        float rounding, one pass over the activations fewer per convolution."""
+        return fold(self)
 
 
 def derive_network(model, s) -> DerivedNetwork:
     s = check_complexity(s, model.ops).to(next(model.parameters()).device)
     return DerivedNetwork(model, model.genotype(s), s).eval()
-
-
-def _batches(splits, x, y, n, batch, device):
-    n = len(x) if n is None else min(n, len(x))
-    for i in range(0, n, batch):
-        xb = splits.normalize(x[i:min(i + batch, n)]).to(device).contiguous(memory_format=torch.channels_last)
-        yield xb, y[i:min(i + batch, n)].to(device)
-
-
-@torch.no_grad()
-def recalibrate_bn(net, splits, n_images=2000, batch=250, device="cpu"):
-    """Re-estimate every BatchNorm's running statistics on ``n_images`` training images
-    (cumulative average over the batches)."""
-    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats(); m.momentum = None
-    net.train()
-    for xb, _ in _batches(splits, splits.x_train, splits.y_train, n_images, batch, device):
-        net(xb)
-    for m, mom in zip(bns, saved):
-        m.momentum = mom
-    return net.eval()
-
-
-@torch.no_grad()
-def accuracy(fn, splits, n_images=None, batch=100, device="cpu", split="test"):
-    """Top-1 accuracy of ``fn`` on ``n_images`` of ``split``.  Batches of 100: on the
-    2-core CPU a derived network evaluated 2,000 images in about 1.6 s at batch 100-250
-    and 2.1-2.5 s at batch 500 (28x28 activations of 500 images no longer fit in cache)."""
-    x, y = (splits.x_test, splits.y_test) if split == "test" else (splits.x_val, splits.y_val)
-    correct = total = 0
-    for xb, yb in _batches(splits, x, y, n_images, batch, device):
-        correct += (fn(xb).argmax(1) == yb).sum().item()
-        total += len(yb)
-    return correct / total
-
-
-@torch.no_grad()
-def latency(net, shape, batch, repeats=20, device="cpu"):
-    """Median seconds per image of ``net`` on random input of ``batch`` images."""
-    x = torch.randn(batch, *shape, device=device).contiguous(memory_format=torch.channels_last)
-    net.eval()
-    for _ in range(2):
-        net(x)
-    times = []
-    for _ in range(repeats):
-        if x.is_cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        net(x)
-        if x.is_cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) / batch
-
-
-def derive_and_test(model, splits, s, bn_images, test_images, device="cpu"):
-    """What a new ``s`` costs: its genotype, the derived network with BatchNorm
-    re-estimated on ``bn_images`` training images, the network's inference copy
-    (:meth:`DerivedNetwork.folded`) and that copy's accuracy on ``test_images``."""
-    genotype = model.genotype(s)
-    net = DerivedNetwork(model, genotype, s)
-    recalibrate_bn(net, splits, bn_images, device=device)
-    inference = net.folded()
-    return genotype, net, inference, accuracy(inference, splits, test_images, device=device)
-
-
-def evaluate(model, splits, s, cfg, device="cpu", final_temperature=None):
-    """Everything the tables report for one complexity vector ``s``."""
-    model.eval()
-    s = check_complexity(s, model.ops).to(device)
-    t0 = time.perf_counter()
-    genotype, net, inference, acc = derive_and_test(model, splits, s, cfg["bn_images"],
-                                                    cfg["test_images"], device)
-    derive_s = time.perf_counter() - t0
-    t = final_temperature if final_temperature is not None else 1.0
-    soft = accuracy(lambda xb: model(xb, s, t, "softmax"), splits, cfg["test_images"], device=device)
-    shape = tuple(splits.x_test.shape[1:])
-    return dict(
-        s=s.tolist(), genotype=dict(normal=list(genotype.normal), reduce=list(genotype.reduce)),
-        test_acc=acc, soft_supernet_test_acc=soft,
-        weights=weight_count_of(genotype, cfg["width"], cfg["n_cells"]),
-        weights_measured=sum(p.numel() for c in net.cells for p in c.edge_ops.parameters()),
-        op_counts=op_counts(genotype),
-        latency_batch1_ms=1e3 * latency(inference, shape, 1, cfg["latency_repeats"], device),
-        latency_batch256_ms_per_image=1e3 * latency(inference, shape, 256, max(3, cfg["latency_repeats"] // 5), device),
-        derive_and_test_s=derive_s,
-    )

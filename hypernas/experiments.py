@@ -10,7 +10,6 @@ process runs an experiment it holds the run folder's lock (:mod:`hypernas.runloc
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -18,8 +17,9 @@ import torch
 
 from . import __version__
 from .data import load
-from .derived import evaluate
+from .evaluation import evaluate
 from .errors import check_writable_folder
+from .files import write_json
 from .presets import PLACEMENT_FIELDS, config, run_name, upgrade, validate
 from .provenance import ROOT, device_name, git_commit
 from .runlock import run_lock
@@ -106,10 +106,7 @@ def _train_and_evaluate(cfg, splits, run_dir, dev, out, stop_after_steps):
                       median_img_per_s=_median([r["img_per_s"] for r in steps if r.get("img_per_s")])),
         architectures=archs,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, out)
+    write_json(results, out)
     return results
 
 

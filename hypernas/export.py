@@ -66,7 +66,8 @@ def export_derived(model, s, folder, splits, bn_images=None, source="") -> dict:
     (created if needed; these three files replaced, others left alone).  Returns the
     description written to ``genotype.json``."""
     from .complexity import check_complexity
-    from .derived import DerivedNetwork, recalibrate_bn
+    from .derived import DerivedNetwork
+    from .evaluation import recalibrate_bn
     folder = check_writable_folder(folder, "export folder")
     s = check_complexity(s, model.ops)
     if s.dim() != 1:

@@ -9,7 +9,7 @@ once, at its *representative* ``s``: the point of its group nearest the group's 
 (the classifier of the ``shared`` and ``own`` forms depends on ``s`` too, so two points
 of a group give the same cells but slightly different classifiers).
 
-Each member is evaluated by the protocol of the tables (:mod:`hypernas.derived`): the
+Each member is evaluated by the protocol of the tables (:mod:`hypernas.evaluation`): the
 derived network inherits the supernet's weights, its BatchNorm statistics are
 re-estimated on ``bn_images`` training images, then
 
@@ -119,7 +119,7 @@ def hypervolume(costs, accs, reference) -> float:
 def _flops(net, shape) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from . import kernels
+    from .fast import kernels
     x = torch.zeros(1, *shape).contiguous(memory_format=torch.channels_last)
     with kernels.disabled(), FlopCounterMode(display=False) as fc, torch.no_grad():
         net(x)
@@ -130,11 +130,9 @@ def evaluate_genotype(model, splits, genotype, s, cfg, device="cpu"):
     """One member's numbers (the module docstring's protocol), except its measured
     latency (:func:`measure_latencies`, run apart on an idle core) and its predicted one
     (:func:`add_predictions`)."""
-    from .derived import DerivedNetwork, accuracy, recalibrate_bn
+    from .evaluation import accuracy, recalibrated
     s = torch.as_tensor(s, dtype=torch.float32, device=device)
-    net = DerivedNetwork(model, genotype, s)
-    recalibrate_bn(net, splits, cfg["bn_images"], device=device)
-    inference = net.folded()
+    net, inference = recalibrated(model, splits, genotype, s, cfg["bn_images"], device)
     shape = tuple(splits.x_test.shape[1:])
     out = dict(s=s.tolist(), genotype=dict(normal=list(genotype.normal), reduce=list(genotype.reduce)),
                op_counts=op_counts(genotype),
@@ -175,7 +173,9 @@ _WORKER = {}
 
 def _worker_init(model_path, cfg):
     from .data import load
+    from .fast.process import retain_freed_memory
     from .train import load_model
+    retain_freed_memory()     # a spawned worker: the CLI's process setting, here too
     torch.set_num_threads(1)
     _WORKER.update(model=load_model(model_path), splits=load(cfg["dataset"], cfg["data_dir"]),
                    cfg=cfg)
@@ -223,9 +223,13 @@ def _evaluate_all(model_path, cfg, jobs, workers, progress, journal=None):
     try:
         base = len(jobs) - len(todo)
         if workers <= 1 or len(todo) <= 1:
-            _worker_init(model_path, cfg)
-            for n, i in enumerate(todo):
-                record(i, _worker_eval(jobs[i]), base + n + 1)
+            threads = torch.get_num_threads()
+            try:          # in this process: its thread count is given back afterwards
+                _worker_init(model_path, cfg)
+                for n, i in enumerate(todo):
+                    record(i, _worker_eval(jobs[i]), base + n + 1)
+            finally:
+                torch.set_num_threads(threads)
         else:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor

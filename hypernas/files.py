@@ -19,20 +19,32 @@ def temp_beside(path: Path):
     return fd, tmp
 
 
-def write_json(data, path) -> Path:
-    """Write ``data`` as indented JSON to ``path`` atomically (its folder is created)."""
+@contextlib.contextmanager
+def replacing(path):
+    """A temporary path beside ``path`` (its folder is created) for the block to write;
+    moved onto ``path`` when the block ends, removed when it raises."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = temp_beside(path)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    return path
+
+
+def write_text(text: str, path) -> Path:
+    """Write ``text`` to ``path`` atomically, synced to disk."""
+    with replacing(path) as tmp, open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    return Path(path)
+
+
+def write_json(data, path) -> Path:
+    """Write ``data`` as indented JSON to ``path`` atomically (its folder is created)."""
+    return write_text(json.dumps(data, indent=1) + "\n", path)

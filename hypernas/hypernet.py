@@ -16,6 +16,13 @@ from torch import nn
 from .complexity import check_complexity
 
 
+def rbf_weights(s: torch.Tensor, points: torch.Tensor, sign: float) -> torch.Tensor:
+    """``softmax_r(sign * ||s - p_r||^2)`` over reference points ``points`` ``(m, k)``, for
+    ``s`` of shape ``(k,)`` or ``(B, k)``; returns ``(..., m)``."""
+    d2 = ((s.unsqueeze(-2) - points) ** 2).sum(-1)
+    return torch.softmax(sign * d2, dim=-1)
+
+
 def simplex_vertices_and_centre(k: int) -> torch.Tensor:
     """``k + 1`` fixed reference points: the simplex's vertices and its barycentre."""
     return torch.cat([torch.eye(k), torch.full((1, k), 1.0 / k)])
@@ -54,8 +61,7 @@ class HyperNetwork(nn.Module):
 
     def interpolation_weights(self, s: torch.Tensor) -> torch.Tensor:
         """``w_r(s)`` for ``s`` of shape ``(k,)`` or ``(B, k)``; returns ``(..., m)``."""
-        d2 = ((s.unsqueeze(-2) - self.reference_points) ** 2).sum(-1)
-        return torch.softmax(self.sign * d2, dim=-1)
+        return rbf_weights(s, self.reference_points, self.sign)
 
     def forward(self, s: torch.Tensor, check: bool = True) -> torch.Tensor:
         """Logits ``alpha(s)``: ``(2, edges, k)`` for one ``s``, ``(B, 2, edges, k)`` for a

@@ -10,7 +10,7 @@ not depend on the genotype; :func:`predicted_latency_ms` adds them up for a geno
             + sum_cells k sum_nodes i  [some edge leaving i reads ReLU(i)] * R(k, stride(i), B)
 
 * ``E(k, s, op, B)``: the op as the folded network runs it (BatchNorm folded into the
-  convolutions, :class:`~hypernas.derived.KernelConv2d`, ``AvgPoolBN``,
+  convolutions, :class:`~hypernas.fast.inference.KernelConv2d`, ``AvgPoolBN``,
   ``SubsampledFactorizedReduce`` for the identity on a stride-2 edge), *without* its
   leading ReLU.  Positions: ``cell<k>/s1`` (a normal cell's edges, and a reduction cell's
   edges between intermediate nodes, at the cell's output resolution) and ``cell<k>/s2``
@@ -47,7 +47,7 @@ called once, in a fresh random order (so that a busy machine's slow stretches sp
 all parts, and each call finds the cache as other parts left it, as in the network), and
 each call is timed alone with ``time.perf_counter`` (CUDA: synchronised before and
 after).  Reported: median, 10th and 90th percentile in **milliseconds per call on a batch
-of B images** (not per image).  The compiled CPU kernels (:mod:`hypernas.kernels`) are
+of B images** (not per image).  The compiled CPU kernels (:mod:`hypernas.fast.kernels`) are
 used where the network uses them (torch runtime); onnxruntime runs each part exported by
 :func:`export_onnx`'s route (kernels disabled, plain ops; FactorizedReduce in its
 strided-convolution form), with ``intra_op_num_threads = threads`` and
@@ -119,12 +119,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import UserError
-from .files import temp_beside, write_json
+from .files import replacing, write_json
 
-from . import kernels
-from .derived import AvgPoolBN
+from .fast import kernels
+from .fast.inference import AvgPoolBN, SubsampledFactorizedReduce
 from .genotype import Genotype, cell_edges, cell_layout
-from .ops import OPS, FactorizedReduce, Identity, SubsampledFactorizedReduce, check_ops, pool_inverse_count
+from .fast.dispatch import pool_inverse_count
+from .ops import OPS, FactorizedReduce, Identity, check_ops
 from .presets import OP_SETS
 
 FORMAT = "hypernas-latency-table/1"
@@ -821,24 +822,17 @@ def export_onnx(net: nn.Module, shape, path, verify: bool = True, atol: float = 
     path.parent.mkdir(parents=True, exist_ok=True)
     cpu = copy.deepcopy(net).cpu().eval()
     x = torch.randn(2, *shape).contiguous(memory_format=torch.channels_last)
-    fd, tmp = temp_beside(path)
-    os.close(fd)
-    try:
-        _export(cpu, [x], tmp, ["x"], "logits")
+    with replacing(path) as tmp:
+        _export(cpu, [x], str(tmp), ["x"], "logits")
         diff = None
         if verify:
             with torch.no_grad():
                 want = cpu(x).numpy()
-            got = _ort_session(tmp, 1).run(None, {"x": x.contiguous().numpy()})[0]
+            got = _ort_session(str(tmp), 1).run(None, {"x": x.contiguous().numpy()})[0]
             diff = float(np.abs(got - want).max())
             if not diff <= atol:
                 raise RuntimeError(f"the ONNX export of {type(net).__name__} differs from PyTorch by "
                                    f"{diff:.3g} > {atol} on a random input; {path} was not written")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
     return dict(path=str(path), max_abs_diff=diff)
 
 

@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from .complexity import check_complexity
+from .cost import cost
 from .genotype import Genotype, cell_edges, derive
-from .hypernet import HyperNetwork
+from .hypernet import HyperNetwork, rbf_weights
 from .relax import MODES, op_weights
 from .supernet import SearchNetwork
 
@@ -59,10 +60,6 @@ class Classifier(nn.Module):
         else:
             self.linear = nn.Linear(C_in, n_classes)
 
-    def _interpolation(self, s, points):
-        d2 = ((s.unsqueeze(-2) - points) ** 2).sum(-1)
-        return torch.softmax(self.sign * d2, dim=-1)
-
     def weight_bias(self, s, hypernet):
         """``W(s)``, ``b(s)``: ``(out, in)``, ``(out,)`` for one ``s``; with a leading
         batch dimension for ``s`` of shape ``(B, k)``."""
@@ -71,8 +68,8 @@ class Classifier(nn.Module):
         if self.form == "shared":
             w_W = w_b = hypernet.interpolation_weights(s)
         else:
-            w_W = self._interpolation(s, self.weight_points)
-            w_b = self._interpolation(s, self.bias_points)
+            w_W = rbf_weights(s, self.weight_points, self.sign)
+            w_b = rbf_weights(s, self.bias_points, self.sign)
         W = torch.einsum("...r,rod->...od", w_W, self.weight)
         b = torch.einsum("...r,ro->...o", w_b, self.bias)
         return W, b
@@ -99,6 +96,9 @@ class HyperSupernet(nn.Module):
                                      rbf_sign, reference_init)
         self.classifier = Classifier(self.net.out_channels, n_classes, classifier, n_reference,
                                      len(self.ops), rbf_sign)
+        # how many cells use each cell type (the cost's weights); not saved with the weights
+        self.register_buffer("cell_counts", torch.tensor(self.net.cell_counts, dtype=torch.float32),
+                             persistent=False)
 
     # -- optimiser groups (pt.darts style) -------------------------------------------
     def weights(self):
@@ -111,9 +111,15 @@ class HyperSupernet(nn.Module):
         yield from self.hypernet.parameters()
 
     # -- architecture ------------------------------------------------------------------
-    def alpha(self, s) -> torch.Tensor:
-        """Logits ``alpha(s)``: ``(2, edges, k)`` or ``(B, 2, edges, k)``."""
-        return self.hypernet(s)
+    def alpha(self, s, check: bool = True) -> torch.Tensor:
+        """Logits ``alpha(s)``: ``(2, edges, k)`` or ``(B, 2, edges, k)``; ``check=False``
+        skips the check that ``s`` lies on the simplex (training draws it there)."""
+        return self.hypernet(s, check=check)
+
+    def cost(self, alpha, s, temperature: float = 1.0, weights: str = "softmax_t") -> torch.Tensor:
+        """The complexity cost of logits ``alpha`` under ``s`` summed over this network's
+        cells (:func:`hypernas.cost.cost`)."""
+        return cost(alpha, s, self.cell_counts, temperature, weights)
 
     @torch.no_grad()
     def genotype(self, s) -> Genotype:

@@ -1,4 +1,4 @@
-"""Candidate operations: one registry of constructors, one op type per name.
+"""Candidate operations: one record per op (:class:`OpRecord`), the plain modules they build.
 
 Two op sets live here side by side (see the reproduction notes in the book):
 
@@ -13,28 +13,23 @@ resolution (identity becomes ``FactorizedReduce``).  During search all BatchNorm
 
 These per-edge modules are the *plain* implementation: the reference supernet in
 :mod:`hypernas.reference` and the derived (discrete) networks are built from them.  The
-fast supernet (:mod:`hypernas.supernet`) stores the same weights fused across edges and
-exports them as these modules.
+fast supernet (:mod:`hypernas.supernet`) stores the same weights in each record's fused
+or shared form (:mod:`hypernas.fast.fused`) and exports them as these modules.
+
+Adding an op is one :func:`register_op` call: its name, type (pool, conv or identity),
+plain constructor, weight count, and optionally a fused form (without one, the supernet
+runs the plain module once per edge, :class:`~hypernas.fast.fused.PerEdge`).
 """
 from __future__ import annotations
 
-import functools
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-#: op type of every registered op; the thesis counts ops per type
-OP_TYPES = {
-    "max_pool_3x3": "pool",
-    "avg_pool_3x3": "pool",
-    "identity": "identity",
-    "skip_connect": "identity",
-    "conv_3x3": "conv",
-    "conv_5x5": "conv",
-    "sep_conv_3x3": "conv",
-    "sep_conv_5x5": "conv",
-}
+from .fast import fused as _fused
+
 TYPE_ORDER = ("pool", "conv", "identity")
 
 
@@ -116,78 +111,6 @@ class FactorizedReduce(nn.Module):
         return self.bn(torch.cat([self.conv1(x), self.conv2(x[:, :, 1:, 1:])], dim=1))
 
 
-@functools.lru_cache(maxsize=None)
-def pool_inverse_count(H, W, stride, device, dtype):
-    """``1 / count`` per output pixel of a 3x3 window with padding 1 on an ``H x W`` image,
-    ``count`` being how many in-image pixels the window covers: the divisor of
-    ``avg_pool_3x3`` (``count_include_pad=False``); shape ``(1, 1, H', W')``, cached."""
-    ones = torch.ones(1, 1, H, W, device=device, dtype=dtype)
-    return 1.0 / F.conv2d(ones, torch.ones(1, 1, 3, 3, device=device, dtype=dtype), stride=stride, padding=1)
-
-
-def memory_format(x: torch.Tensor):
-    """``torch.channels_last`` for a channels-last ``x`` (that is not also contiguous)."""
-    cl = torch.channels_last
-    return cl if x.is_contiguous(memory_format=cl) and not x.is_contiguous() else torch.contiguous_format
-
-
-class _ReLUSubsample(torch.autograd.Function):
-    """``cat([r[:, :, ::2, ::2], r[:, :, 1::2, 1::2]], 1)`` with ``r = relu(x)`` (or ``x``), contiguous in x's
-    memory format, with a gradient in that format too: slicing's own backward returns an
-    NCHW gradient for a channels-last ``x``, and every op after it (ReLU's backward
-    first, ~10x slower on mismatched layouts) then pays for the mismatch."""
-
-    @staticmethod
-    def forward(ctx, x, relu):
-        B, C, H, W = x.shape
-        if H % 2 or W % 2:
-            raise ValueError(f"FactorizedReduce needs an even height and width, got {H} x {W}")
-        fmt = memory_format(x)
-        z = torch.empty(B, 2 * C, H // 2, W // 2, dtype=x.dtype, device=x.device, memory_format=fmt)
-        z[:, :C] = x[:, :, ::2, ::2]
-        z[:, C:] = x[:, :, 1::2, 1::2]
-        if relu:
-            z.relu_()
-        ctx.save_for_backward(z)
-        ctx.shape, ctx.fmt, ctx.relu = x.shape, fmt, relu
-        return z
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g):
-        z, = ctx.saved_tensors
-        C = ctx.shape[1]
-        g = g.contiguous(memory_format=ctx.fmt)
-        if ctx.relu:
-            g = torch.ops.aten.threshold_backward(g, z, 0)
-        dx = torch.empty(ctx.shape, dtype=g.dtype, device=g.device, memory_format=ctx.fmt).zero_()
-        dx[:, :, ::2, ::2] = g[:, :C]
-        dx[:, :, 1::2, 1::2] = g[:, C:]
-        return dx, None
-
-
-def relu_subsample(x: torch.Tensor, relu: bool = True) -> torch.Tensor:
-    """ReLU (unless ``relu`` is False), then the two pixel grids FactorizedReduce reads
-    (``x[::2, ::2]`` and ``x[1::2, 1::2]``) stacked on the channels: ``(B, 2C, H/2, W/2)``."""
-    return _ReLUSubsample.apply(x, relu)
-
-
-class SubsampledFactorizedReduce(FactorizedReduce):
-    """The same function and state as :class:`FactorizedReduce`, faster on a CPU: the two
-    1x1 convolutions read only the pixels they use (``x[::2, ::2]``, ``x[1::2, 1::2]``,
-    gathered once by :func:`relu_subsample`) as one convolution of two groups at stride
-    1, instead of strided convolutions over ``x`` and over a copy of ``x[1:, 1:]``.  Used
-    by the fast supernet and by folded derived networks (whose convolutions carry the
-    BatchNorm as a bias, ``bn`` an identity)."""
-
-    def forward(self, x):
-        w = torch.cat([self.conv1.weight, self.conv2.weight])
-        b = None if self.conv1.bias is None else torch.cat([self.conv1.bias, self.conv2.bias])
-        # a derived network takes the ReLU out (nn.Identity) when its input has it already
-        z = relu_subsample(x, relu=isinstance(self.relu, nn.ReLU))
-        return self.bn(F.conv2d(z, w, b, 1, 0, 1, 2))
-
-
 class Identity(nn.Module):
     def forward(self, x):
         return x
@@ -197,55 +120,152 @@ def _identity(C, stride, affine):
     return Identity() if stride == 1 else FactorizedReduce(C, C, affine)
 
 
-#: name -> constructor(C, stride, affine) -> nn.Module
-OPS = {
-    "max_pool_3x3": lambda C, stride, affine: PoolBN("max", C, stride, affine),
-    "avg_pool_3x3": lambda C, stride, affine: PoolBN("avg", C, stride, affine),
-    "identity": _identity,
-    "skip_connect": _identity,
-    "conv_3x3": lambda C, stride, affine: ReLUConvBN(C, C, 3, stride, 1, affine),
-    "conv_5x5": lambda C, stride, affine: ReLUConvBN(C, C, 5, stride, 2, affine),
-    "sep_conv_3x3": lambda C, stride, affine: SepConv(C, C, 3, stride, 1, affine),
-    "sep_conv_5x5": lambda C, stride, affine: SepConv(C, C, 5, stride, 2, affine),
-}
+@dataclass(frozen=True)
+class OpRecord:
+    """Everything the library knows about one candidate op.
+
+    ``plain(C, stride, affine) -> nn.Module`` builds the per-edge module (reference
+    supernet, derived networks); ``weights(C, stride) -> int`` is its weight count in
+    closed form (the thesis's convention; a test checks it against ``plain``);
+    ``fused(C, E, stride) -> nn.Module`` builds the form that computes the op for the
+    ``E`` edges leaving one node at once (:mod:`hypernas.fast.fused`; None: the plain
+    module once per edge), whose ``export_state(t)`` must load into ``plain`` with strict
+    keys; ``relu_first``: ``plain``'s first submodule is a ReLU applied to the input, which
+    a derived network may compute once per node instead (:mod:`hypernas.fast.inference`)."""
+    name: str
+    type: str
+    plain: Callable
+    weights: Callable
+    fused: Optional[Callable] = None
+    relu_first: bool = False
+
+    def __post_init__(self):
+        if self.type not in TYPE_ORDER:
+            raise ValueError(f"op {self.name!r}: type {self.type!r} is none of {TYPE_ORDER}")
+
+    def build_fused(self, C: int, E: int, stride: int) -> nn.Module:
+        """The fused (or shared) form of this op for ``E`` edges."""
+        if self.fused is None:
+            return _fused.PerEdge([self.plain(C, stride, False) for _ in range(E)])
+        return self.fused(C, E, stride)
+
+
+#: name -> record, in registration order
+REGISTRY: dict = {}
+#: name -> plain constructor(C, stride, affine) and name -> op type: views of REGISTRY
+OPS: dict = {}
+OP_TYPES: dict = {}
+
+
+def register_op(record: OpRecord) -> OpRecord:
+    """Add ``record`` to the op set (a name registered already is an error)."""
+    if record.name in REGISTRY:
+        raise ValueError(f"op {record.name!r} is registered already")
+    REGISTRY[record.name] = record
+    OPS[record.name] = record.plain
+    OP_TYPES[record.name] = record.type
+    return record
+
+
+def unregister_op(name: str) -> None:
+    """Remove op ``name`` (for tests and experiments that add one for a while)."""
+    for table in (REGISTRY, OPS, OP_TYPES):
+        table.pop(name, None)
+
+
+def _conv(k):
+    return OpRecord(f"conv_{k}x{k}", "conv",
+                    plain=lambda C, stride, affine: ReLUConvBN(C, C, k, stride, k // 2, affine),
+                    weights=lambda C, stride: k * k * C * C,
+                    fused=lambda C, E, stride: _fused.FusedConv(C, E, stride, k), relu_first=True)
+
+
+def _sep_conv(k):
+    return OpRecord(f"sep_conv_{k}x{k}", "conv",
+                    plain=lambda C, stride, affine: SepConv(C, C, k, stride, k // 2, affine),
+                    weights=lambda C, stride: 2 * (k * k * C + C * C),
+                    fused=lambda C, E, stride: _fused.FusedSepConv(C, E, stride, k), relu_first=True)
+
+
+def _pool(kind):
+    return OpRecord(f"{kind}_pool_3x3", "pool",
+                    plain=lambda C, stride, affine: PoolBN(kind, C, stride, affine),
+                    weights=lambda C, stride: 0,
+                    fused=lambda C, E, stride: _fused.SharedPool(kind, C, stride))
+
+
+def _identity_record(name):
+    return OpRecord(name, "identity", plain=_identity,
+                    weights=lambda C, stride: 0 if stride == 1 else C * C,
+                    fused=lambda C, E, stride: (_fused.SharedIdentity() if stride == 1
+                                                else _fused.FusedFactorizedReduce(C, E)),
+                    relu_first=True)
+
+
+for _record in (_pool("max"), _pool("avg"), _identity_record("identity"), _identity_record("skip_connect"),
+                _conv(3), _conv(5), _sep_conv(3), _sep_conv(5)):
+    register_op(_record)
 
 
 def check_ops(names) -> tuple:
     """Return ``names`` as a tuple, or raise one error listing the known ops."""
     names = tuple(names)
-    unknown = [n for n in names if n not in OPS]
+    unknown = [n for n in names if n not in REGISTRY]
     if unknown:
         raise ValueError(
-            f"unknown op(s) {unknown}; known ops are: {', '.join(sorted(OPS))}")
+            f"unknown op(s) {unknown}; known ops are: {', '.join(sorted(REGISTRY))}")
     if len(set(names)) != len(names):
         raise ValueError(f"op list {list(names)} names an op twice")
     return names
 
 
-def make_op(name: str, C: int, stride: int, affine: bool = False) -> nn.Module:
+def record(name: str) -> OpRecord:
     check_ops([name])
-    return OPS[name](C, stride, affine)
+    return REGISTRY[name]
+
+
+def make_op(name: str, C: int, stride: int, affine: bool = False) -> nn.Module:
+    return record(name).plain(C, stride, affine)
 
 
 def op_type(name: str) -> str:
-    check_ops([name])
-    return OP_TYPES[name]
+    return record(name).type
 
 
 def weight_count(name: str, C: int, stride: int) -> int:
-    """Number of weights of op ``name`` at width ``C`` and ``stride`` (closed form).
-
-    sep_conv_k: 2 (k^2 C + C^2); conv_k: k^2 C^2; identity at stride 2
+    """Number of weights of op ``name`` at width ``C`` and ``stride`` (closed form, from
+    its record): sep_conv_k: 2 (k^2 C + C^2); conv_k: k^2 C^2; identity at stride 2
     (FactorizedReduce): C^2; pools and identity at stride 1: 0.  BatchNorms in search
-    are not affine and carry none.  A test checks this against the modules.
-    """
-    check_ops([name])
-    t = OP_TYPES[name]
-    if t == "pool":
-        return 0
-    if t == "identity":
-        return 0 if stride == 1 else C * C
-    k = int(name[-1])
-    if name.startswith("sep_conv"):
-        return 2 * (k * k * C + C * C)
-    return k * k * C * C
+    are not affine and carry none.  A test checks this against the modules."""
+    return record(name).weights(C, stride)
+
+
+_check_cache = set()
+
+
+def check_fused(name: str, module: nn.Module, C: int, E: int, stride: int) -> None:
+    """Raise when ``module`` (op ``name``'s fused form for ``E`` edges) does not export
+    every edge as a state dict with exactly the keys and shapes of the plain op.  Called
+    when a supernet is built; the plain op is built on the meta device, the random number
+    generator left as it was."""
+    key = (name, type(module), C, E, stride)
+    if key in _check_cache:
+        return
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        want = {k: tuple(v.shape) for k, v in REGISTRY[name].plain(C, stride, False).state_dict().items()}
+    for t in range(E):
+        got = {k: tuple(v.shape) for k, v in module.export_state(t).items()}
+        if got != want:
+            missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+            shapes = sorted(k for k in set(want) & set(got) if want[k] != got[k])
+            raise ValueError(f"op {name!r}: its fused form {type(module).__name__} exports edge {t} "
+                             f"with a state that does not load into the plain op (missing {missing}, "
+                             f"unexpected {extra}, other shapes {shapes})")
+    _check_cache.add(key)
+
+
+def export(name: str, module: nn.Module, t: int, C: int, stride: int) -> nn.Module:
+    """Edge ``t`` of the fused form ``module`` of op ``name`` as a plain module (strict keys)."""
+    m = REGISTRY[name].plain(C, stride, False)
+    m.load_state_dict(module.export_state(t), strict=True)
+    return m

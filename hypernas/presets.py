@@ -13,6 +13,8 @@ A run's configuration is one flat dict, built by :func:`config` from
 """
 from __future__ import annotations
 
+from .model import CLASSIFIERS
+
 #: op of each role under each preset; the thesis orders ops (pool, ident, conv) for 3
 #: ops and (pool1, pool2, ident, conv1, conv2) for 5.  ``authors_code``'s five ops are
 #: in the order of the authors' ``DARTS_five`` (average pooling first); hypernas before
@@ -44,8 +46,12 @@ PRESETS = {
         optimizer="sgd+adam",
         w_lr=0.025, w_momentum=0.9, w_weight_decay=3e-4, w_lr_min=1e-3, grad_clip=5.0,
         h_lr=1e-3, h_betas=(0.5, 0.999), h_weight_decay=1e-3,
-        temperature_schedule="step",  # t = 1.0 - 0.08 * epoch ...
+        temperature_schedule="step",  # t = start - step * epoch ...
+        temperature_start=1.0, temperature_step=0.08,
+        temperature_end=0.2,          # (the linear schedule's; unused here)
         temperature_floor=0.2,        # ... never below this (the code has no floor)
+        width=16, n_cells=3, n_nodes=4,  # C of the first cell, cells, intermediate nodes per cell
+        log_every=20,                 # steps per log line
     ),
     "thesis_text": dict(
         per_image=False,           # one Gumbel sample per batch and edge
@@ -60,8 +66,12 @@ PRESETS = {
         optimizer="adam",          # Adam for weights and hypernetwork
         w_lr=1e-3, w_momentum=None, w_weight_decay=0.0, w_lr_min=None, grad_clip=None,
         h_lr=1e-3, h_betas=(0.9, 0.999), h_weight_decay=0.0,
-        temperature_schedule="linear",  # 1.0 -> 0.2 over the epochs
+        temperature_schedule="linear",  # start -> end over the epochs
+        temperature_start=1.0, temperature_end=0.2,
+        temperature_step=0.08,          # (the step schedule's; unused here)
         temperature_floor=0.2,
+        width=16, n_cells=3, n_nodes=4,
+        log_every=20,
     ),
 }
 
@@ -106,11 +116,23 @@ _A3 = {"A": (0.33, 0.33, 0.33), "B": (0.15, 0.15, 0.70),
 _A5 = {"A": (0.2, 0.2, 0.2, 0.2, 0.2), "B": (0.077, 0.077, 0.077, 0.38, 0.38),
        "C": (0.38, 0.38, 0.077, 0.077, 0.077), "D": (0.11, 0.11, 0.55, 0.11, 0.11)}
 
+#: each experiment: its title, data set and training-time augmentation, number of ops,
+#: epochs and the complexity vectors A-D
 EXPERIMENTS = {
-    "exp1": dict(dataset="fashion_mnist", n_ops=3, epochs=10, complexities=_A3),
-    "exp2": dict(dataset="fashion_mnist", n_ops=5, epochs=20, complexities=_A5),
-    "exp3": dict(dataset="cifar10", n_ops=3, epochs=50, complexities=_A3),
+    "exp1": dict(title="Experiment 1: Fashion-MNIST", dataset="fashion_mnist", augment="affine_vflip",
+                 n_ops=3, epochs=10, complexities=_A3),
+    "exp2": dict(title="Experiment 2: Fashion-MNIST", dataset="fashion_mnist", augment="affine_vflip",
+                 n_ops=5, epochs=20, complexities=_A5),
+    "exp3": dict(title="Experiment 3: CIFAR-10", dataset="cifar10", augment="crop_hflip",
+                 n_ops=3, epochs=50, complexities=_A3),
 }
+
+
+def experiment_title(experiment: str) -> str:
+    """``Experiment 1: Fashion-MNIST, 3 ops, 10 epochs`` (the book's page title)."""
+    exp = EXPERIMENTS[experiment]
+    return f"{exp['title']}, {exp['n_ops']} ops, {exp['epochs']} epochs"
+
 #: what each architecture's s penalises, in the thesis's words
 LABELS = {"A": "uniform penalty", "B": "convolutions penalised",
           "C": "pooling penalised", "D": "identity penalised"}
@@ -143,10 +165,9 @@ def config(experiment="exp1", preset="authors_code", profile="smoke", seed=0, **
     exp, pre, prof = EXPERIMENTS[experiment], PRESETS[preset], PROFILES[profile]
     k = exp["n_ops"]
     cfg = dict(experiment=experiment, preset=preset, profile=profile, seed=int(seed),
-               dataset=exp["dataset"], ops=list(OP_SETS[preset][k]),
+               dataset=exp["dataset"], augment=exp["augment"], ops=list(OP_SETS[preset][k]),
                complexities={a: normalized(v) for a, v in exp["complexities"].items()},
-               width=16, n_cells=3, n_nodes=4, augment=("affine_vflip" if exp["dataset"] == "fashion_mnist" else "crop_hflip"),
-               log_every=20, device="auto", data_dir=None, progress=True, cuda_graphs=False)
+               device="auto", data_dir=None, progress=True, cuda_graphs=False)
     cfg.update(pre)
     cfg.update({key: v for key, v in prof.items()})
     cfg["epochs"] = exp["epochs"] if prof["epochs"] is None else prof["epochs"]
@@ -168,13 +189,13 @@ FIELD_KINDS = {
     **dict.fromkeys(("epochs", "width", "n_cells", "n_nodes", "batch_size", "log_every",
                      "checkpoint_every", "latency_repeats", "n_reference"), "count"),
     **dict.fromkeys(("train_images", "val_images", "test_images", "bn_images"), "count?"),
-    **dict.fromkeys(("kappa", "w_lr", "h_lr", "w_weight_decay", "h_weight_decay",
-                     "temperature_floor"), "rate"),
+    **dict.fromkeys(("kappa", "w_lr", "h_lr", "w_weight_decay", "h_weight_decay", "temperature_start",
+                     "temperature_end", "temperature_step", "temperature_floor"), "rate"),
     **dict.fromkeys(("w_momentum", "w_lr_min", "grad_clip"), "rate?"),
 }
 #: the named options and their choices
 CHOICES = {
-    "optimizer": ("sgd+adam", "adam"), "classifier": ("linear", "shared", "own"),
+    "optimizer": ("sgd+adam", "adam"), "classifier": CLASSIFIERS,
     "cost_weights": ("softmax", "softmax_t"), "temperature_schedule": ("step", "linear"),
     "augment": ("affine_vflip", "crop_hflip", "none"), "reference_init": ("randn", "simplex"),
 }
@@ -225,11 +246,18 @@ def validate(cfg: dict) -> dict:
 
 def upgrade(cfg: dict) -> dict:
     """A configuration written by an older hypernas, in today's keys: before 2026-12-02
-    the classifier was the boolean ``classifier_from_s`` (True = today's ``"shared"``)."""
+    the classifier was the boolean ``classifier_from_s`` (True = today's ``"shared"``),
+    and the temperature's start, end and step were constants of the code (1.0, 0.2, 0.08)."""
     cfg = dict(cfg)
     if "classifier_from_s" in cfg:
         cfg["classifier"] = "shared" if cfg.pop("classifier_from_s") else "linear"
+    for key, value in TEMPERATURE_DEFAULTS.items():
+        cfg.setdefault(key, value)
     return cfg
+
+
+#: the temperature fields' values in configurations written before they were fields
+TEMPERATURE_DEFAULTS = dict(temperature_start=1.0, temperature_end=0.2, temperature_step=0.08)
 
 
 def normalized(s) -> list:

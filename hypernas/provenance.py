@@ -2,7 +2,7 @@
 
 Floating-point results depend on the device, on the number of threads (a reduction
 split over two threads adds in another order) and on whether the compiled CPU kernels
-were used (:mod:`hypernas.kernels`), so a run is reproduced bit for bit only under
+were used (:mod:`hypernas.fast.kernels`), so a run is reproduced bit for bit only under
 the same ones.  :class:`hypernas.train.Trainer` records them for every stretch of
 training in its checkpoint (``segments``) and warns when a run is resumed under others.
 """
@@ -49,9 +49,9 @@ def device_name(device: torch.device) -> str:
 
 
 def cpu_kernels(device: torch.device) -> bool:
-    """Whether training on ``device`` uses the compiled CPU kernels (:mod:`hypernas.kernels`),
+    """Whether training on ``device`` uses the compiled CPU kernels (:mod:`hypernas.fast.kernels`),
     which round sums in another order than the eager code."""
-    from . import kernels
+    from .fast import kernels
     return device.type == "cpu" and kernels.active()
 
 
@@ -72,7 +72,7 @@ def placement_change(before: dict, now: dict) -> str | None:
         return (f"the steps before ran {'with' if kernel_then else 'without'} the compiled CPU kernels, "
                 f"this process {'with' if kernel_now else 'without'} them; the two round sums in another "
                 "order, so the run will not be bit-identical to an uninterrupted one; to resume it "
-                f"exactly, {'make the kernels build (hypernas.kernels)' if kernel_then else 'set HYPERNAS_KERNELS=0'}")
+                f"exactly, {'make the kernels build (hypernas.fast.kernels)' if kernel_then else 'set HYPERNAS_KERNELS=0'}")
     return (f"the steps before ran on {before.get('device')} with {before.get('threads')} torch "
             f"thread(s), this process runs on {now['device']} with {now['threads']}. Results depend "
             "on the device and the thread count (sums are added in another order), so the run "

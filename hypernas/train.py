@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pickle
 import sys
 import time
@@ -32,13 +31,16 @@ import torch.nn.functional as F
 
 from . import __version__
 from .complexity import sample_simplex
-from .cost import cost
 from .data import augment
 from .errors import Diverged, UserError
+from .evaluation import supernet_accuracy
 from .model import HyperSupernet
 from .presets import RUNTIME_FIELDS, upgrade, validate
 from .provenance import placement_change, segment
 from .relax import temperature
+from .fast.graphs import GraphStep
+from .fast.process import retain_freed_memory
+from .files import replacing, write_text
 from .runlock import run_lock
 
 
@@ -100,14 +102,13 @@ def build_optimizers(model, cfg, capturable=False):
 
 
 def epoch_temperature(cfg, epoch):
-    return temperature(epoch, cfg["epochs"], cfg["temperature_schedule"],
-                       floor=cfg["temperature_floor"])
+    return temperature(epoch, cfg["epochs"], cfg["temperature_schedule"], start=cfg["temperature_start"],
+                       end=cfg["temperature_end"], step=cfg["temperature_step"], floor=cfg["temperature_floor"])
 
 
 def _atomic_save(obj, path: Path):
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def config_mismatch(saved: dict, cfg: dict) -> list:
@@ -127,13 +128,13 @@ class Trainer:
         self.cfg, self.splits = cfg, splits
         self.run_dir = Path(run_dir)
         self.device = pick_device(device)
+        retain_freed_memory()     # the fast path's process setting (HYPERNAS_RETAIN_MEMORY=0: off)
         torch.manual_seed(cfg["seed"])
         self.model = build_model(cfg, splits.x_train.shape[1]).to(self.device)
         self.model = self.model.to(memory_format=torch.channels_last)
         # CUDA graphs: opt-in (cuda_graphs=True) until a GPU run has checked them; see GraphStep
         self.graphs = self.device.type == "cuda" and bool(cfg.get("cuda_graphs", False))
         self.w_opt, self.h_opt, self.sched = build_optimizers(self.model, cfg, capturable=self.graphs)
-        self.cell_counts = torch.tensor(self.model.net.cell_counts, dtype=torch.float32, device=self.device)
         self._graph_step = GraphStep(self) if self.graphs else None
         self.k = len(cfg["ops"])
         n = len(splits.x_train) if cfg["train_images"] is None else min(cfg["train_images"], len(splits.x_train))
@@ -243,9 +244,7 @@ class Trainer:
         log = self.run_dir / "log.jsonl"
         if log.exists():
             lines = log.read_text().splitlines(keepends=True)[: self.log_lines]
-            tmp = log.with_name("log.jsonl.tmp")
-            tmp.write_text("".join(lines))
-            os.replace(tmp, log)
+            write_text("".join(lines), log)
 
     def log(self, **record):
         record = {"time": round(self.elapsed, 3), **record}
@@ -285,10 +284,10 @@ class Trainer:
         """The step's device work: no host synchronisation, no host-to-device copy, so
         that it can be captured as a CUDA graph."""
         cfg, model = self.cfg, self.model
-        alpha = model.hypernet(s, check=False)      # s ~ Uniform(simplex) needs no check
+        alpha = model.alpha(s, check=False)      # s ~ Uniform(simplex) needs no check
         logits = model.run(x, s, alpha, t, "gumbel")
         task = F.cross_entropy(logits, y)
-        c = cost(alpha, s, self.cell_counts, t, cfg["cost_weights"])
+        c = model.cost(alpha, s, t, cfg["cost_weights"])
         loss = task + cfg["kappa"] * c
         loss.backward()
         if cfg["grad_clip"]:
@@ -298,20 +297,11 @@ class Trainer:
         acc = (logits.argmax(1) == y).float().mean()
         return torch.stack([loss.detach(), task.detach(), c.detach(), acc]).double()
 
-    @torch.no_grad()
     def validate(self, t):
-        cfg, model = self.cfg, self.model
-        n = len(self.splits.x_val) if cfg["val_images"] is None else min(cfg["val_images"], len(self.splits.x_val))
+        """The soft supernet's accuracy at the uniform ``s`` on the validation images."""
         s = torch.full((self.k,), 1.0 / self.k, device=self.device)
-        model.eval()
-        correct = 0
-        for i in range(0, n, 500):
-            x = self.splits.normalize(self.splits.x_val[i:min(i + 500, n)]).to(self.device)
-            x = x.contiguous(memory_format=torch.channels_last)
-            y = self.splits.y_val[i:min(i + 500, n)].to(self.device)
-            correct += (model(x, s, t, "softmax").argmax(1) == y).sum().item()
-        model.train()
-        return correct / n
+        return supernet_accuracy(self.model, self.splits, s, t, self.cfg["val_images"], batch=500,
+                                 device=self.device, split="val")
 
     def fit(self, stop_after_steps=None, progress=None):
         """Train to the end (or for ``stop_after_steps`` more steps, for tests and
@@ -328,143 +318,125 @@ class Trainer:
                     self._bar = None
 
     def _fit(self, stop_after_steps, progress):
+        """The training loop: resume, then epochs of steps, each epoch ending in
+        validation and a checkpoint, and the final model written."""
+        self._resume()
+        if self.done:
+            return self
+        self._open_segment()
+        bar = self._open_progress_bar(progress)
+        self.model.train()
+        self._open_window()
+        taken = 0
+        while self.epoch < self.cfg["epochs"]:
+            t = epoch_temperature(self.cfg, self.epoch)
+            self._shuffle()
+            while self.step < self.steps_per_epoch:
+                if stop_after_steps is not None and taken >= stop_after_steps:
+                    self.save()
+                    return self
+                self._take_step(t, bar)
+                taken += 1
+            self._end_epoch(t)
+        self._finish()
+        return self
+
+    # -- the loop's steps, in the order they run ----------------------------------------
+    def _resume(self):
+        """Load the run folder's checkpoint, if there is one."""
         ckpt = self.run_dir / "checkpoint.pt"
         if ckpt.exists():
             self.load(ckpt)
-        if self.done:
-            return self
+
+    def _open_segment(self):
+        """Record this stretch of training (device, threads, commit); warn when it differs
+        from the stretch before in a way that changes the numbers."""
         now = segment(self.device, self.global_step)
         if self.segments and self.global_step > 0:
             change = placement_change(self.segments[-1], now)
             if change:
                 warnings.warn(f"{self.run_dir}: resuming at step {self.global_step}: {change}",
-                              stacklevel=2)
+                              stacklevel=3)
         self.segments.append(now)
+
+    def _open_progress_bar(self, progress):
         cfg = self.cfg
-        progress = cfg["progress"] if progress is None else progress
-        bar = None
-        if progress:
-            from tqdm import tqdm
-            bar = self._bar = tqdm(total=cfg["epochs"] * self.steps_per_epoch, initial=self.global_step,
-                       file=sys.stderr, mininterval=15, ascii=True, dynamic_ncols=False, ncols=100,
-                       desc=f"{cfg['experiment']} {cfg['preset']}")
-        self.model.train()
-        taken = 0
-        window, window_t0 = self.window, time.perf_counter()
-        # running sums of [loss, task, cost, acc] on the device (float64, added in the
-        # same order as Python floats would be), read back only when a line is logged
-        sums = torch.tensor([window[key] for key in WINDOW_KEYS], dtype=torch.float64, device=self.device)
-        self._sums = sums
-        while self.epoch < cfg["epochs"]:
-            t = epoch_temperature(cfg, self.epoch)
-            if self.perm is None:
-                self.perm = torch.randperm(len(self.splits.x_train), generator=self.data_gen)[: self.n_train]
-            while self.step < self.steps_per_epoch:
-                if stop_after_steps is not None and taken >= stop_after_steps:
-                    self.save()
-                    if bar:
-                        bar.close()
-                    return self
-                t0 = time.perf_counter()
-                b = cfg["batch_size"]
-                x, y = self.batch(self.perm[self.step * b:(self.step + 1) * b])
-                sums += self.train_step(x, y, t)
-                self.step += 1; self.global_step += 1; taken += 1
-                window["n"] += 1
-                if bar:
-                    bar.update(1)
-                if self.global_step % cfg["log_every"] == 0 or self.step == self.steps_per_epoch:
-                    n = window["n"]
-                    window.update(zip(WINDOW_KEYS, sums.tolist()))   # waits for the device
-                    self._check_finite(window)
-                    wall = time.perf_counter() - window_t0
-                    self.elapsed += time.perf_counter() - t0
-                    self.log(event="step", epoch=self.epoch, step=self.step, global_step=self.global_step,
-                             temperature=t, loss=window["loss"] / n, task=window["task"] / n,
-                             cost=window["cost"] / n, train_acc=window["acc"] / n,
-                             img_per_s=n * b / wall if wall > 0 else None)
-                    window.update(self._fresh_window())
-                    sums.zero_()
-                    window_t0 = time.perf_counter()
-                else:
-                    self.elapsed += time.perf_counter() - t0
-                if self.step < self.steps_per_epoch and self.global_step % cfg["checkpoint_every"] == 0:
-                    self.save()
-            # end of epoch
-            self._check_finite(window, params=True)    # before validating a diverged model
-            t0 = time.perf_counter()
-            val_acc = self.validate(t)
+        if not (cfg["progress"] if progress is None else progress):
+            return None
+        from tqdm import tqdm
+        self._bar = tqdm(total=cfg["epochs"] * self.steps_per_epoch, initial=self.global_step,
+                         file=sys.stderr, mininterval=15, ascii=True, dynamic_ncols=False, ncols=100,
+                         desc=f"{cfg['experiment']} {cfg['preset']}")
+        return self._bar
+
+    def _open_window(self):
+        """Running sums of [loss, task, cost, acc] on the device (float64, added in the
+        same order as Python floats would be), read back only when a line is logged."""
+        self._sums = torch.tensor([self.window[key] for key in WINDOW_KEYS], dtype=torch.float64,
+                                  device=self.device)
+        self._window_t0 = time.perf_counter()
+
+    def _shuffle(self):
+        """This epoch's order of the training images (kept when resuming inside an epoch)."""
+        if self.perm is None:
+            self.perm = torch.randperm(len(self.splits.x_train), generator=self.data_gen)[: self.n_train]
+
+    def _take_step(self, t, bar):
+        """One training step on the epoch's next batch; a log line and a checkpoint when due."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        b = cfg["batch_size"]
+        x, y = self.batch(self.perm[self.step * b:(self.step + 1) * b])
+        self._sums += self.train_step(x, y, t)
+        self.step += 1; self.global_step += 1
+        self.window["n"] += 1
+        if bar:
+            bar.update(1)
+        if self.global_step % cfg["log_every"] == 0 or self.step == self.steps_per_epoch:
+            self._log_window(t, t0)
+        else:
             self.elapsed += time.perf_counter() - t0
-            lr = self.w_opt.param_groups[0]["lr"]
-            if self.sched:
-                self.sched.step()
-            self.log(event="epoch", epoch=self.epoch, temperature=t, val_acc_soft_uniform=val_acc, w_lr=lr,
-                     global_step=self.global_step)
-            self.epoch += 1
-            self.step = 0
-            self.perm = None
+        if self.step < self.steps_per_epoch and self.global_step % cfg["checkpoint_every"] == 0:
             self.save()
+
+    def _log_window(self, t, t0):
+        """Log the window's averages (waits for the device), check them finite, start a new window."""
+        window, sums, b = self.window, self._sums, self.cfg["batch_size"]
+        n = window["n"]
+        window.update(zip(WINDOW_KEYS, sums.tolist()))   # waits for the device
+        self._check_finite(window)
+        wall = time.perf_counter() - self._window_t0
+        self.elapsed += time.perf_counter() - t0
+        self.log(event="step", epoch=self.epoch, step=self.step, global_step=self.global_step,
+                 temperature=t, loss=window["loss"] / n, task=window["task"] / n,
+                 cost=window["cost"] / n, train_acc=window["acc"] / n,
+                 img_per_s=n * b / wall if wall > 0 else None)
+        window.update(self._fresh_window())
+        sums.zero_()
+        self._window_t0 = time.perf_counter()
+
+    def _end_epoch(self, t):
+        """Validate, step the learning-rate schedule, log the epoch, checkpoint."""
+        self._check_finite(self.window, params=True)    # before validating a diverged model
+        t0 = time.perf_counter()
+        val_acc = self.validate(t)
+        self.elapsed += time.perf_counter() - t0
+        lr = self.w_opt.param_groups[0]["lr"]
+        if self.sched:
+            self.sched.step()
+        self.log(event="epoch", epoch=self.epoch, temperature=t, val_acc_soft_uniform=val_acc, w_lr=lr,
+                 global_step=self.global_step)
+        self.epoch += 1
+        self.step = 0
+        self.perm = None
+        self.save()
+
+    def _finish(self):
+        """Mark the run done, checkpoint it and write ``model.pt`` (weights only)."""
         self.done = True
         self.save()
-        _atomic_save(dict(format=FILE_FORMAT, hypernas=__version__, cfg=cfg,
+        _atomic_save(dict(format=FILE_FORMAT, hypernas=__version__, cfg=self.cfg,
                           model=self.model.state_dict()), self.run_dir / "model.pt")
-        if bar:
-            bar.close()
-        return self
-
-
-class GraphStep:
-    """The training step replayed from a CUDA graph.
-
-    A step is 3-5 thousand small kernels (C = 16, batch 64); launched one by one from
-    Python they leave a GPU idle most of the time.  Captured once, all of them launch
-    with one call.  Temperature and learning rates are constants of a capture, so the
-    step is captured again whenever they change (each epoch).  After each change the
-    first ``warmup`` steps run eagerly on a side stream, as CUDA needs before a capture.
-    Every call, eager or replayed, is one real training step on its own batch: the
-    inputs are copied into the capture's buffers, and the parameters, optimiser state
-    and BatchNorm statistics are updated in place.
-
-    Opt-in (``cuda_graphs=True``).  Status: the first GPU run (an H200, 2026-11-28)
-    found the capture blocked by ``torch.distributions``' argument checks, which read
-    the logits back from the GPU; :func:`~hypernas.relax.gumbel_softmax` no longer uses
-    them, but no capture has been verified on a GPU since.  ``scripts/gpu_runs.py``
-    checks graph against eager steps before it lets a run use them."""
-
-    def __init__(self, trainer, warmup=2):
-        self.trainer, self.warmup = trainer, warmup
-        self.key, self.graph, self.inputs, self.out, self.eager_left = None, None, None, None, warmup
-
-    def _zero_grad(self):
-        self.trainer.w_opt.zero_grad(set_to_none=True)
-        self.trainer.h_opt.zero_grad(set_to_none=True)
-
-    def __call__(self, x, y, s, t):
-        tr = self.trainer
-        key = (t, tuple(g["lr"] for opt in (tr.w_opt, tr.h_opt) for g in opt.param_groups))
-        if key != self.key:
-            self.key, self.graph, self.inputs, self.out, self.eager_left = key, None, None, None, self.warmup
-        if self.eager_left > 0:
-            self.eager_left -= 1
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                self._zero_grad()
-                out = tr._step(x, y, s, t)
-            torch.cuda.current_stream().wait_stream(side)
-            return out
-        if self.graph is None:
-            self.inputs = (x.clone(), y.clone(), s.clone())
-            self._zero_grad()
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                self.out = tr._step(*self.inputs, t)
-            self.graph = graph
-        else:
-            for buffer, value in zip(self.inputs, (x, y, s)):
-                buffer.copy_(value)
-        self.graph.replay()
-        return self.out
 
 
 def read_log(run_dir):

@@ -110,6 +110,8 @@ def devices(runs):
 
 
 if __name__ == "__main__":
+    from hypernas.fast.process import retain_freed_memory
+    retain_freed_memory()     # what the CLI does: importing hypernas changes nothing
     if len(sys.argv) < 2 or sys.argv[1] not in ("evaluate", "finish", "devices"):
         sys.exit(__doc__)
     if sys.argv[1] == "evaluate":

@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from hypernas import bench, kernels
+from hypernas import bench
+from hypernas.fast import kernels
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 

@@ -77,7 +77,7 @@ def test_folded_equals_eval(preset, k, shape):
 def test_folded_avg_pool_equals_pool_and_bn(stride, hw):
     """AvgPoolBN (depthwise conv x 1/count + shift) against avg_pool2d(count_include_pad=
     False) + BatchNorm, at borders and odd sizes where the counts differ."""
-    from hypernas.derived import AvgPoolBN
+    from hypernas.fast.inference import AvgPoolBN
     from hypernas.ops import PoolBN
     torch.manual_seed(3)
     for affine in (False, True):

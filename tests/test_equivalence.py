@@ -143,7 +143,7 @@ def test_gradients_equal(preset, k):
 def test_avg_pool_as_convolution_equals_pooling(size, stride, fmt):
     """The fast supernet's avg_pool_3x3 (a depthwise conv of ones times 1/count) is
     F.avg_pool2d(count_include_pad=False): values and input gradients, borders included."""
-    from hypernas.supernet import avg_pool_3x3
+    from hypernas.fast.dispatch import avg_pool_3x3
     torch.manual_seed(0)
     x = torch.randn(4, 6, size, size).contiguous(memory_format=fmt).requires_grad_()
     a = F.avg_pool2d(x, 3, stride, 1, count_include_pad=False)
@@ -162,7 +162,8 @@ def test_subsampled_factorized_reduce_equals_the_module(size, fmt):
     """SubsampledFactorizedReduce (1x1 convs on x[::2, ::2] and x[1::2, 1::2]) equals
     FactorizedReduce (strided convs on x and x[1:, 1:]) with the same state: output,
     gradients, BatchNorm statistics."""
-    from hypernas.ops import FactorizedReduce, SubsampledFactorizedReduce
+    from hypernas.fast.inference import SubsampledFactorizedReduce
+    from hypernas.ops import FactorizedReduce
     torch.manual_seed(0)
     fr = FactorizedReduce(12, 16).train()
     fr2 = SubsampledFactorizedReduce(12, 16).train()
@@ -185,7 +186,7 @@ def test_relu_subsample_keeps_the_layout_of_its_input(fmt):
     it returns are contiguous in the input's layout (plain slicing returns an NCHW gradient
     for a channels-last input, which made every backward op after it run on mismatched
     layouts: a ReLU backward ~10x slower)."""
-    from hypernas.ops import relu_subsample
+    from hypernas.fast.dispatch import relu_subsample
     torch.manual_seed(0)
     x = torch.randn(3, 5, 8, 6).contiguous(memory_format=fmt).requires_grad_()
     z = relu_subsample(x)

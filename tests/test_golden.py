@@ -44,7 +44,7 @@ SCALE = dict(train_images=1024, val_images=256, test_images=512, bn_images=256, 
 
 
 def fingerprint() -> str:
-    from hypernas import kernels
+    from hypernas.fast import kernels
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

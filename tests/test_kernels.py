@@ -1,4 +1,4 @@
-"""The compiled CPU kernels (hypernas/csrc/) compute what the eager code computes:
+"""The compiled CPU kernels (hypernas/fast/csrc/) compute what the eager code computes:
 values and gradients of every input, for the shapes the supernets use and for awkward
 ones.  The mixture kernel (mix.cpp) in float32 and float64 (channels not a multiple of 8,
 one edge, no fused op, no shared op, inputs that are not channels-last); the grouped 1x1
@@ -14,9 +14,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hypernas import kernels
+from hypernas.fast import kernels
 from hypernas.presets import config
-from hypernas.supernet import mix_eager
+from hypernas.fast.dispatch import mix_eager
 from hypernas.train import build_model
 
 CL = torch.channels_last
@@ -158,7 +158,7 @@ def test_a_failed_build_warns_and_falls_back_or_raises(tmp_path, mode):
     """No working compiler: ``auto`` warns once and computes with the eager code,
     ``require`` raises an error that names the fix."""
     code = ("import warnings, torch, hypernas\n"
-            "from hypernas import kernels\n"
+            "from hypernas.fast import kernels\n"
             "with warnings.catch_warnings(record=True) as w:\n"
             "    warnings.simplefilter('always')\n"
             "    x = torch.randn(2, 4, 5, 5)\n"
@@ -290,7 +290,7 @@ def test_supernet_step_float32_uses_the_depthwise_kernel(ext, experiment, monkey
     place (CI's CPU put kernel-vs-eager at 6e-4 where this one put 1e-4).  The kernel must
     stay within three times the largest such move over six perturbed inputs; a wrong
     kernel is off by O(1).  The relaxation is the deterministic softmax."""
-    from hypernas.supernet import FusedSepConv, SharedPool
+    from hypernas.fast.fused import FusedSepConv, SharedPool
     cfg = config(experiment, "authors_code", "smoke")
     torch.manual_seed(0)
     model = build_model(cfg, 1).to(memory_format=CL).train()
@@ -300,7 +300,7 @@ def test_supernet_step_float32_uses_the_depthwise_kernel(ext, experiment, monkey
     calls = []
     real = kernels.depthwise_repeat
     monkeypatch.setattr(kernels, "depthwise_repeat", lambda *a: calls.append(1) or real(*a))
-    expected = sum(2 if isinstance(op, FusedSepConv) else int(op.name == "avg_pool_3x3")
+    expected = sum(2 if isinstance(op, FusedSepConv) else int(op.kind == "avg")
                    for op in model.modules() if isinstance(op, (FusedSepConv, SharedPool)))
     assert any(op.stride == 2 for op in model.modules() if isinstance(op, FusedSepConv))
 
@@ -342,7 +342,7 @@ def test_supernet_step_float32_uses_the_depthwise_kernel(ext, experiment, monkey
 def test_derived_networks_kernel_conv_equals_conv2d(ext, conv, by_kernel, monkeypatch):
     """KernelConv2d (derived networks' convolutions) is nn.Conv2d with the same state,
     computed by the kernels where they apply and by oneDNN elsewhere."""
-    from hypernas.derived import KernelConv2d
+    from hypernas.fast.inference import KernelConv2d
     torch.manual_seed(0)
     ref = torch.nn.Conv2d(**conv)
     fast = copy.deepcopy(ref)

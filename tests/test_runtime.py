@@ -1,4 +1,4 @@
-"""hypernas.runtime: freed memory is reused (no page faults per new tensor), and the
+"""hypernas.fast.process: freed memory is reused (no page faults per new tensor), and the
 switch that turns it off works."""
 import os
 import subprocess
@@ -8,8 +8,11 @@ import textwrap
 import pytest
 
 PROBE = textwrap.dedent("""
-    import resource, torch, hypernas
-    from hypernas.runtime import retained
+    import resource, sys, torch, hypernas
+    from hypernas.fast.process import retain_freed_memory, retained
+    assert not retained()                        # importing hypernas changes nothing
+    if sys.argv[1] == "apply":
+        retain_freed_memory()                    # what the CLI and the trainer do
     # 40 MB: above glibc's largest (adaptive) mmap threshold, so by default every such
     # tensor is mmapped and unmapped again; smaller ones make the default's behaviour
     # depend on history (its threshold adapts), which is no ground for a test
@@ -24,7 +27,7 @@ PROBE = textwrap.dedent("""
 
 
 def _probe(**env):
-    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", PROBE, "apply"], capture_output=True, text=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1", **env}, check=True)
     flag, faults = out.stdout.split()
     return flag == "True", int(faults)

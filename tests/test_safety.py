@@ -578,7 +578,8 @@ def test_export_runs_in_onnxruntime(tmp_path, capsys):
         print(f"\nbatch {n}: max |onnxruntime - torch| = {diff:.2e}")
         assert diff <= 1e-4
     # the exported weights are the network the library evaluates (BatchNorm re-estimated)
-    from hypernas.derived import DerivedNetwork, recalibrate_bn
+    from hypernas.derived import DerivedNetwork
+    from hypernas.evaluation import recalibrate_bn
     model = load_model(PAPER_MODEL)
     s_t = torch.tensor([float(v) for v in s])
     ref = recalibrate_bn(DerivedNetwork(model, model.genotype(s_t), s_t), splits, model.cfg["bn_images"])

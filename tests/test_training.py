@@ -218,7 +218,7 @@ def test_resume_with_the_kernel_switched_warns(splits, tmp_path):
     """The compiled CPU kernels round sums in another order than the eager code: a run
     started without them and resumed with them is not exact, and the trainer says how to
     make it exact."""
-    from hypernas import kernels
+    from hypernas.fast import kernels
     if not kernels.active():
         pytest.skip("the CPU kernels are not available here")
     d = tmp_path / "run"

@@ -1,5 +1,5 @@
 // Grouped 1x1 convolution on channels-last float32 tensors, forward and backward, for
-// groups of 16 channels (hypernas.kernels explains when and why it is used).
+// groups of 16 channels (hypernas.fast.kernels explains when and why it is used).
 //
 // x: (B, G*16, H, W) channels-last, i.e. rows x[n, g, :] of 16 channels for each pixel n
 // and group g; W: (G, 16, 16) with y[n, g, o] = sum_i W[g, o, i] x[n, g, i].

@@ -3,15 +3,15 @@
 A supernet step allocates and frees hundreds of activation tensors of 1-100 MB.  glibc's
 ``malloc`` serves blocks that large with ``mmap`` and gives them back with ``munmap`` when
 freed, so every new tensor is fresh memory: the kernel zeroes it page by page on first
-touch.  Measured here (2-core CPU, one thread), that costs ~50,000 page faults and ~0.1 s
-of system time per exp1 training step, and more than half of the time of a derived
-network's evaluation at batch 500.  :func:`retain_freed_memory` tells glibc to serve every
+touch, which costs page faults and system time on every step (measured: the performance
+page, ``book/performance.md``).  :func:`retain_freed_memory` tells glibc to serve every
 block from its heap and never trim it, so freed tensors are reused as they are (what
 tcmalloc or jemalloc do when preloaded).  The price: the process keeps its peak memory
 until it exits.
 
-It runs when :mod:`hypernas` is imported; set ``HYPERNAS_RETAIN_MEMORY=0`` to turn it
-off.  It changes where memory comes from, never what is computed.
+The CLI (:func:`hypernas.cli.main`) and :class:`hypernas.train.Trainer` apply it;
+importing :mod:`hypernas` does not.  Set ``HYPERNAS_RETAIN_MEMORY=0`` to turn it off.  It
+changes where memory comes from, never what is computed.
 """
 from __future__ import annotations
 

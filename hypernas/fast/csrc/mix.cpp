@@ -1,5 +1,5 @@
 // The op mixture of one source node of a search cell, forward and backward, in one pass
-// over the activations each (hypernas.kernels explains when and why it is used).
+// over the activations each (hypernas.fast.kernels explains when and why it is used).
 //
 // For the E edges t leaving a node, with op weights g[b, t, m] for image b:
 //

@@ -1,6 +1,6 @@
 // A depthwise convolution of E copies of one input (a source node's input for its E edges;
 // E = 1 for the second half of a separable convolution, the average pool and derived
-// networks), without the copies (hypernas.kernels explains when and why it is used).
+// networks), without the copies (hypernas.fast.kernels explains when and why it is used).
 // Channels-last float32, stride S = 1 or 2, zero padding K/2, C a multiple of 16.
 //
 // x: (B, C, H, W), w[e*C+c, t]: the tap t = K*di + dj of output channel e*C + c (passed
@@ -24,7 +24,7 @@
 namespace {
 
 typedef float v16 __attribute__((vector_size(64)));
-constexpr int64_t kMaxEdges = 4;  // edges per source node (hypernas.kernels.DEPTHWISE_MAX_EDGES)
+constexpr int64_t kMaxEdges = 4;  // edges per source node (hypernas.fast.kernels.DEPTHWISE_MAX_EDGES)
 
 inline v16 load(const float* p) { v16 v; __builtin_memcpy(&v, p, 64); return v; }
 inline void store(float* p, v16 v) { __builtin_memcpy(p, &v, 64); }

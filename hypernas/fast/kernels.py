@@ -5,20 +5,20 @@ Where the fast supernet's time goes on a CPU (``book/performance.md``):
 * the *op mixture* -- every edge's weighted sum of its ops' outputs, added into its
   target node -- is in eager PyTorch a chain of small elementwise kernels (a multiply, an
   ``addcmul`` per op and edge, an add per target), each a full pass over the
-  activations, and as many again backward.  Turning it off altogether (a wrong network,
-  for measuring only) made an exp1 training step ~25% faster.  :func:`mix` does one
-  source node's whole mixture in one pass forward and one backward
-  (``hypernas/csrc/mix.cpp``), the same function as :func:`hypernas.supernet.mix_eager`;
+  activations, and as many again backward (its share of a step: the performance
+  page).  :func:`mix` does one source node's whole mixture in one pass forward and one
+  backward (``hypernas/fast/csrc/mix.cpp``), the same function as
+  :func:`hypernas.fast.dispatch.mix_eager`;
 * the separable convolutions' *grouped 1x1 convolutions* (one group per edge) run in
   oneDNN several times slower than a dense 1x1 convolution of the same size.  For groups
   of 16 channels (the supernet's first cells at width 16) :func:`pointwise` keeps a
-  group's weights in vector registers (``hypernas/csrc/pointwise.cpp``), the same function
+  group's weights in vector registers (``hypernas/fast/csrc/pointwise.cpp``), the same function
   as ``F.conv2d(x, w, groups=G)``;
 * the separable convolutions' first *depthwise convolution* reads one input for all
   ``E`` edges of a node, which eager code copies ``E`` times (``torch.cat``) for one
   grouped call, and whose gradient is then the sum of ``E`` slices.
   :func:`depthwise_repeat` convolves the input once per edge without the copies
-  (``hypernas/csrc/depthwise.cpp``, 3x3 and 5x5 at stride 1 or 2, a row of 16 channels
+  (``hypernas/fast/csrc/depthwise.cpp``, 3x3 and 5x5 at stride 1 or 2, a row of 16 channels
   per vector register), the same function as ``F.conv2d(torch.cat([x] * E, 1), w,
   groups=E*C)``; it also takes the second depthwise convolution (``E = 1``) and the
   average pooling's.

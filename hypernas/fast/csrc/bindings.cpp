@@ -1,4 +1,4 @@
-// The compiled module hypernas.kernels loads: mix.cpp, pointwise.cpp and depthwise.cpp.
+// The compiled module hypernas.fast.kernels loads: mix.cpp, pointwise.cpp and depthwise.cpp.
 #include <torch/extension.h>
 
 #include <vector>
