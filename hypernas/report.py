@@ -216,10 +216,12 @@ def verdicts(res) -> list:
     ev = "accuracy %: " + ", ".join(f"{k} {100 * acc[k]:.2f}" for k in ARCHS)
     b_low, b_tie = _extreme(acc, "B", most=False)
     c_high, c_tie = _extreme(acc, "C", most=True)
-    if b_low and c_high and not b_tie and not c_tie:
+    twins = [f"{k} = {'='.join(_same_as(genos, k))}" for k in "BC" if _same_as(genos, k)]
+    if b_low and c_high and not b_tie and not c_tie and not twins:
         add(claim, "supported", ev)
     elif b_low and c_high:
-        add(claim, "not shown", ev, "tie: equal accuracy at an extreme")
+        add(claim, "not shown", ev, "tie: " + ("identical architectures " + ", ".join(twins)
+                                               if twins else "equal accuracy at an extreme"))
     elif b_low or c_high:
         add(claim, "partly supported", ev, "only " + ("B is the lowest" if b_low else "C is the highest"))
     else:

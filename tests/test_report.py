@@ -43,6 +43,11 @@ def test_verdicts_tie_is_not_support():
     res["architectures"]["B"] = _arch(1, 16, 11, 100, ("a",))
     assert _v(res)["Penalising conv"]["caveat"] == "tie: B is the same architecture as A"
     assert _v(res)["Penalising conv"]["verdict"] == "not shown"
+    # B lowest in accuracy only as a copy of A: a tie, not support
+    for k, acc in zip("ABCD", (0.57, 0.56, 0.78, 0.68)):
+        res["architectures"][k]["test_acc"] = acc
+    acc = _v(res)["B has the lowest accuracy, C the highest"]
+    assert acc["verdict"] == "not shown" and "B = A" in acc["caveat"]
 
 
 def test_verdicts_reversal_is_named():
