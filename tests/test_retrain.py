@@ -1,0 +1,81 @@
+"""hypernas retrain: a derived architecture trained from scratch at smoke scale, and one
+clear error (nothing written) for bad input."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from hypernas import cli, retrain
+from hypernas.presets import config
+from hypernas.train import build_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results" / "paper" / "exp1-authors_code-seed0.json"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    cfg = config("exp1", "authors_code", "smoke", 0, width=4)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    torch.save(dict(format=1, hypernas="0.1.0", cfg=cfg, model=build_model(cfg, 1).state_dict()), path)
+    return path
+
+
+def _tree(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_retrain_smoke_writes_the_stated_keys(tiny_model, tmp_path, capsys):
+    rc = cli.main(["retrain", str(tiny_model), "--s", "0.2", "0.3", "0.5", "--results-root", str(tmp_path)])
+    assert rc == 0, capsys.readouterr().err
+    (path,) = (tmp_path / "smoke" / "retrain").glob("*.json")
+    assert path.name == "exp1-authors_code-seed0-s0.200-0.300-0.500.json"
+    assert not list(path.parent.glob("*.checkpoint.pt")) and not list(path.parent.glob(".*tmp"))
+    res = json.loads(path.read_text())
+    assert set(res) == {"protocol", "source", "architecture", "inherited_test_acc", "retrained", "cost", "provenance"}
+    p = res["protocol"]
+    assert p["source"].endswith("fmnist_fine_0.cfg") and p["epochs"] == 100 and p["epochs_run"] == 1
+    assert (p["batch_size"], p["lr"], p["cutout"], p["train_images"]) == (96, 0.025, 16, 256)
+    r = res["retrained"]
+    assert 0 <= r["final_test_acc"] <= 1 and len(r["epochs"]) == 1 and r["best_epoch"] == 1
+    assert res["cost"]["paper_protocol_estimate_h"] > 0 and res["cost"]["note"].startswith("estimate")
+    assert res["provenance"]["segments"][0]["threads"] == 1
+    assert sum(res["architecture"]["op_counts"].values()) == 28
+
+
+def test_results_file_source_takes_the_architecture_and_its_inherited_accuracy():
+    src = retrain.resolve_source(RESULTS, arch="B")
+    res = json.loads(RESULTS.read_text())["architectures"]["B"]
+    assert src["label"] == "B" and src["run"] == "exp1-authors_code-seed0"
+    assert list(src["genotype"].normal) == res["genotype"]["normal"]
+    assert src["inherited_test_acc"] == res["test_acc"]
+
+
+BAD = {
+    "missing-model": (["nowhere/model.pt", "--s", "0.2", "0.3", "0.5"], ["does not exist"]),
+    "bad-s-length": (["MODEL", "--s", "0.5", "0.5"], ["--s:", "length k=3"]),
+    "bad-s-negative": (["MODEL", "--s", "-0.2", "0.6", "0.6"], ["--s:", "negative"]),
+    "no-s": (["MODEL"], ["give --s"]),
+    "no-arch": ([str(RESULTS)], ["give --arch"]),
+    "bad-arch": ([str(RESULTS), "--arch", "E"], ["give --arch", "got 'E'"]),
+    "bad-profile": (["MODEL", "--s", "0.2", "0.3", "0.5", "--profile", "huge"], ["--profile must be one of"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_is_one_error_and_writes_nothing(case, tiny_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args, needles = BAD[case]
+    args = [str(tiny_model) if a == "MODEL" else a for a in args]
+    before = _tree(tmp_path)
+    rc = cli.main(["retrain", *args, "--results-root", str(tmp_path / "res")])
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == "" and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hypernas: error: "), err
+    for n in needles:
+        assert n in lines[0], lines[0]
+    assert _tree(tmp_path) == before
