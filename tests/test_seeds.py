@@ -83,3 +83,19 @@ def test_provenance_rows_name_dirty_commits_and_segments(tmp_path):
 @pytest.mark.parametrize("name,seed", [("exp1-authors_code-seed12.json", 12), ("x-seedA.json", None)])
 def test_seed_of(name, seed):
     assert seeds.seed_of(name) == seed
+
+
+def test_paper_runs_script_queues_unfinished_seeds_only():
+    import os
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "DRY_RUN": "1", "SEEDS": "0 1"}
+    out = subprocess.run(["bash", "scripts/paper_runs.sh", "exp1"], cwd=root, env=env, capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    assert "exp1-authors_code-seed0: finished" in out
+    assert "train --experiment exp1 --preset authors_code --seed 1 --profile paper" in out
+    out = subprocess.run(["bash", "scripts/paper_runs.sh", "exp1"], cwd=root, timeout=60, check=True,
+                         env={**env, "MODE": "retrain", "SEEDS": "0", "ARCHS": "B"}, capture_output=True,
+                         text=True).stdout
+    assert "retrain results/paper/exp1-authors_code-seed0.json --arch B --profile paper" in out
