@@ -334,3 +334,49 @@ def cmd_retrain(a) -> int:
 
 def finite(x) -> bool:
     return x is not None and math.isfinite(x)
+
+
+# -- reading the retrain files (the results chapter) -----------------------------------------
+
+def collect(root, profile="paper") -> list:
+    """Every finished retrain file under ``results/<profile>/retrain/``, by name."""
+    import json
+    folder = Path(root) / "results" / profile / "retrain"
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+def protocol_table(files):
+    """One row per retrained architecture: the two protocols side by side (inherited
+    weights + BatchNorm re-estimated, and retrained from scratch)."""
+    import pandas as pd
+    rows = []
+    for r in files:
+        src, ret, inh = r["source"], r["retrained"], r["inherited_test_acc"]
+        rows.append({"run": src["run"], "architecture": src["label"], "weights": r["architecture"]["weights"],
+                     "inherited, %": None if inh is None else 100 * inh,
+                     "retrained (last epoch), %": 100 * ret["final_test_acc"],
+                     "retrained (best epoch on test), %": 100 * ret["best_test_acc"],
+                     "retrained - inherited": None if inh is None else 100 * (ret["final_test_acc"] - inh),
+                     "epochs": f"{r['protocol']['epochs_run']} of {r['protocol']['epochs']}",
+                     "cost estimate, h": r["cost"]["paper_protocol_estimate_h"]})
+    return pd.DataFrame(rows)
+
+
+def kendall_by_run(files, min_members=2) -> dict:
+    """``{run: (tau, n)}``: Kendall's tau-b between inherited and retrained (last epoch)
+    accuracy over the distinct architectures retrained from one run (``n >= min_members``;
+    the issue asks for 8 or more for a meaningful value)."""
+    from .family import kendall_tau
+    by_run = {}
+    for r in files:
+        if r["inherited_test_acc"] is None or r["protocol"]["epochs_run"] != r["protocol"]["epochs"]:
+            continue
+        g = r["architecture"]["genotype"]
+        by_run.setdefault(r["source"]["run"], {})[(tuple(g["normal"]), tuple(g["reduce"]))] = (
+            r["inherited_test_acc"], r["retrained"]["final_test_acc"])
+    out = {}
+    for run, pairs in by_run.items():
+        if len(pairs) >= min_members:
+            a, b = zip(*pairs.values())
+            out[run] = (kendall_tau(list(a), list(b)), len(pairs))
+    return out

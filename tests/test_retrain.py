@@ -79,3 +79,19 @@ def test_bad_input_is_one_error_and_writes_nothing(case, tiny_model, tmp_path, c
     for n in needles:
         assert n in lines[0], lines[0]
     assert _tree(tmp_path) == before
+
+
+def test_protocol_table_and_kendall_from_files():
+    def f(label, inh, ret, normal, epochs=100):
+        return dict(source=dict(run="exp1-authors_code-seed0", label=label), inherited_test_acc=inh,
+                    retrained=dict(final_test_acc=ret, best_test_acc=ret + 0.01),
+                    architecture=dict(weights=10, genotype=dict(normal=[normal], reduce=[])),
+                    protocol=dict(epochs_run=epochs, epochs=100), cost=dict(paper_protocol_estimate_h=1.0))
+    files = [f("A", 0.80, 0.90, "a"), f("B", 0.70, 0.85, "b"), f("C", 0.85, 0.88, "c"),
+             f("D", 0.60, 0.95, "d"), f("m1", 0.5, 0.5, "e", epochs=1)]      # a smoke run: left out
+    t = retrain.protocol_table(files)
+    assert list(t["architecture"]) == ["A", "B", "C", "D", "m1"]
+    assert abs(t.loc[0, "retrained - inherited"] - 10.0) < 1e-9
+    # inherited order D < B < A < C, retrained B < C < A < D: 2 concordant, 4 discordant pairs
+    tau, n = retrain.kendall_by_run(files)["exp1-authors_code-seed0"]
+    assert n == 4 and abs(tau - (2 - 4) / 6) < 1e-12
