@@ -383,8 +383,42 @@ def readme_table(root) -> str:
             out.append(f"| {k} | {ours[k]['Test accuracy, %']:.2f} | {pub[k]['Test accuracy, %']:.2f} | "
                        f"{int(ours[k]['Parameters']):,} | {int(pub[k]['Parameters']):,} | {counts(ours)} | {counts(pub)} |")
         out.append("")
+        out += _readme_seed_groups(root, exp, preset)
+    out += _readme_audit()
     out.append(README_END)
     return "\n".join(out)
+
+
+def _readme_seed_groups(root, exp, preset) -> list:
+    """Mean ± sd over the seeds of each configuration group (older presets apart) that
+    holds more than seed 0, with the op counts of every seed."""
+    from . import seeds
+    out = []
+    for label, runs in seeds.groups(seeds.collect(root, exp, preset)).items():
+        if [r["seed"] for r in runs] == [0]:
+            continue
+        t = seeds.summary_table(runs, exp)
+        out += [f"Seeds {', '.join(str(r['seed']) for r in runs)} ({label}; mean ± sd, n runs, "
+                "never averaged across preset groups):", "",
+                "| | test acc. %, mean ± sd | published | weights, mean ± sd | published | "
+                "pool/conv/identity of each seed |", "|---|---:|---:|---:|---:|---|"]
+        for k in ARCHS:
+            every = ", ".join(seeds.counts_text(r["res"], k) for r in runs)
+            out.append(f"| {k} | {t.loc[k, ('accuracy', 'ours, mean ± sd')]} | {t.loc[k, ('accuracy', 'published')]} | "
+                       f"{t.loc[k, ('weights', 'ours, mean ± sd')]} | {t.loc[k, ('weights', 'published')]} | {every} |")
+        out.append("")
+    return out
+
+
+def _readme_audit() -> list:
+    """One line: what the audit of the published tables found (hypernas.audit)."""
+    from . import audit
+    s = audit.summary()
+    cols = lambda keys: ", ".join(f"{e} {k}" for e, k in keys) or "none"  # noqa: E731
+    return [f"Audit of the published tables under our weight convention (`hypernas.audit`): "
+            f"{len(s['unique'])} of {sum(map(len, s.values()))} columns fit exactly one composition; "
+            f"ambiguous: {cols(s['ambiguous'])}; impossible with the printed op counts: "
+            f"{cols(s['impossible'])}.", ""]
 
 
 def update_readme(root) -> bool:

@@ -99,3 +99,17 @@ def test_paper_runs_script_queues_unfinished_seeds_only():
                          env={**env, "MODE": "retrain", "SEEDS": "0", "ARCHS": "B"}, capture_output=True,
                          text=True).stdout
     assert "retrain results/paper/exp1-authors_code-seed0.json --arch B --profile paper" in out
+
+
+def test_readme_block_shows_seed_groups_apart(tmp_path):
+    from hypernas import report
+    _write(tmp_path, 0, (0.90, 0.50, 0.50, 0.50), older=True)
+    _write(tmp_path, 1, (0.80, 0.70, 0.86, 0.81))
+    _write(tmp_path, 2, (0.84, 0.72, 0.84, 0.80), b_conv=1)
+    lines = report._readme_seed_groups(tmp_path, "exp1", "authors_code")
+    assert lines[0].startswith("Seeds 1, 2 (current preset; mean ± sd")
+    assert "| A | 82.00 ± 2.83 (n = 2) | 82.50 |" in "\n".join(lines)
+    assert "| B |" in "\n".join(lines) and "17/0/11, 17/1/10" in "\n".join(lines)
+    assert not any("Seeds 0" in x for x in lines)        # the older seed 0 alone: its own table above
+    block = report.readme_table(tmp_path)
+    assert "| A | 90.00 |" in block and "Seeds 1, 2" in block
