@@ -338,10 +338,11 @@ def finite(x) -> bool:
 
 # -- reading the retrain files (the results chapter) -----------------------------------------
 
-def collect(root, profile="paper") -> list:
-    """Every finished retrain file under ``results/<profile>/retrain/``, by name."""
+def collect(root, profile="paper", results_root=None) -> list:
+    """Every finished retrain file under ``results/<profile>/retrain/`` (of
+    ``results_root`` when given), by name."""
     import json
-    folder = Path(root) / "results" / profile / "retrain"
+    folder = Path(results_root or Path(root) / "results") / profile / "retrain"
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
 
 

@@ -81,16 +81,18 @@ def pm(mean, sd, n, fmt) -> str:
     return f"{mean:{fmt}} ± {sd:{fmt}} (n = {n})" if sd is not None else f"{mean:{fmt}} (n = 1)"
 
 
-def summary_table(runs, experiment) -> pd.DataFrame:
+def summary_table(runs, experiment, single=False) -> pd.DataFrame:
     """One row per architecture: accuracy and weights as mean ± sd over ``runs`` (one
-    group), the published value and ours minus published (of the mean)."""
+    group), the published value and ours minus published (of the mean).  ``single``:
+    one run's own values, in a column "ours, seed N"."""
     rows = {}
+    ours = f"ours, seed {runs[0]['seed']}" if single else "ours, mean ± sd"
     for k in ARCHS:
         row = {}
         for q, fmt in (("accuracy", ".2f"), ("weights", ",.0f")):
             m, sd, n = mean_sd(_value(r["res"], k, q) for r in runs)
             pub = PUBLISHED[experiment][QUANTITIES[q]][ARCHS.index(k)]
-            row[(q, "ours, mean ± sd")] = pm(m, sd, n, fmt)
+            row[(q, ours)] = f"{m:{fmt}}" if single else pm(m, sd, n, fmt)
             row[(q, "published")] = f"{pub:{fmt}}"
             row[(q, "ours - published")] = f"{m - pub:+{fmt}}"
         rows[k] = row
@@ -109,10 +111,15 @@ def counts_table(runs, experiment) -> pd.DataFrame:
     rows = {}
     pub = PUBLISHED[experiment]
     for i, k in enumerate(ARCHS):
-        row = {f"seed {r['seed']}": counts_text(r["res"], k) for r in runs}
+        row = {seed_label(r): counts_text(r["res"], k) for r in runs}
         row["published"] = f"{pub['Pooling ops'][i]}/{pub['Convolution ops'][i]}/{pub['Identity ops'][i]}"
         rows[k] = row
     return pd.DataFrame(rows).T
+
+
+def seed_label(run) -> str:
+    """``seed N``, marked ``(older preset)`` when the run's preset is not today's."""
+    return f"seed {run['seed']}" + ("" if run["group"] == CURRENT else " (older preset)")
 
 
 def seed_values(runs) -> pd.DataFrame:
@@ -163,8 +170,10 @@ def provenance_row(run) -> dict:
             f"resumed at step {s['from_step']:,}: {s['threads']} thread(s), commit {s['commit']}"
             + (" (dirty)" if str(s["commit"]).endswith("+dirty") else "") for s in segs)
     commit = str(p.get("commit", "unknown"))
+    if p.get("commit_reported_on_device"):
+        commit += f" (git on the device said {p['commit_reported_on_device']})"
     return {"run": Path(run["path"]).stem, "preset group": run["group"], "device": p["device"],
-            "commit": commit, "dirty": "yes" if commit.endswith("+dirty") else "no",
+            "commit": commit, "dirty": "yes" if str(p.get("commit", "")).endswith("+dirty") else "no",
             "resumed segments": "?" if segs is None else len([s for s in segs if s["from_step"] > 0]),
             "segments and threads": seg_text, "training, min": round(p["train_wall_s"] / 60, 1)}
 

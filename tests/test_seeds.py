@@ -51,8 +51,10 @@ def test_mean_sd_from_files_and_older_preset_kept_apart(tmp_path):
     # the older run alone: no sd, n = 1, never mixed into the current mean
     old = seeds.summary_table(g["older preset (classifier)"], "exp1")
     assert old.loc["A", ("accuracy", "ours, mean ± sd")] == "90.00 (n = 1)"
+    one = seeds.summary_table(g["older preset (classifier)"], "exp1", single=True)
+    assert one.loc["A", ("accuracy", "ours, seed 0")] == "90.00"
     counts = seeds.counts_table(runs, "exp1")
-    assert list(counts.columns) == ["seed 0", "seed 1", "seed 2", "published"]
+    assert list(counts.columns) == ["seed 0 (older preset)", "seed 1", "seed 2", "published"]
     assert counts.loc["B", "seed 2"] == "17/1/10" and counts.loc["B", "published"] == "17/0/11"
     cur = g[seeds.CURRENT]
     assert seeds.penalty_sentences(cur)[0] == "B has no conv op in 1 of 2 seeds"
