@@ -95,3 +95,27 @@ def test_protocol_table_and_kendall_from_files():
     # inherited order D < B < A < C, retrained B < C < A < D: 2 concordant, 4 discordant pairs
     tau, n = retrain.kendall_by_run(files)["exp1-authors_code-seed0"]
     assert n == 4 and abs(tau - (2 - 4) / 6) < 1e-12
+
+
+def test_stopped_retrain_resumes_from_its_checkpoint(tiny_model, tmp_path, monkeypatch):
+    """Stopped after epoch 1 of 2, the same call resumes at epoch 2 (a second segment)."""
+    monkeypatch.setitem(retrain.RETRAIN_PROFILES, "smoke", dict(epochs=2, train_images=96, test_images=100))
+    src = retrain.resolve_source(tiny_model, s=[0.2, 0.3, 0.5])
+    import hypernas.derived as derived
+    real, calls = derived.accuracy, []
+
+    def stop_in_epoch_two(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(derived, "accuracy", stop_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        retrain.retrain(src, "smoke", tmp_path, log=lambda *_: None)
+    ckpt = retrain.out_path(src, "smoke", tmp_path).with_suffix(".checkpoint.pt")
+    assert ckpt.exists() and not retrain.out_path(src, "smoke", tmp_path).exists()
+    monkeypatch.setattr(derived, "accuracy", real)
+    res = retrain.retrain(src, "smoke", tmp_path, log=lambda *_: None)
+    assert [h["epoch"] for h in res["retrained"]["epochs"]] == [1, 2]
+    assert [s["from_epoch"] for s in res["provenance"]["segments"]] == [0, 1]
+    assert not ckpt.exists()
