@@ -26,8 +26,9 @@ beside it and labelled so, the best epoch's (the authors' selection, optimistic)
 Deviations, by design: augmentation runs on tensor batches (:func:`hypernas.data.augment`,
 nearest-neighbour sampling) and the classifier is a plain linear layer re-initialised
 (the searched one may depend on s).  The ``smoke`` profile (tests) trains 1 epoch on 256
-images and tests 512.  Every run records its throughput and extrapolates the cost of the
-paper protocol from it (an *estimate*; the run's own device and thread count).
+images and tests 512; ``cost`` trains 1 epoch on 1,920 images to measure the speed.  Every
+run records its throughput and extrapolates the cost of the paper protocol from it (an
+*estimate*; the run's own device and thread count).
 
 Results: ``results/<profile>/retrain/<run>-<label>.json`` (``<label>`` A-D, ``m<i>`` for
 member i of a family file, ``s<values>`` for a model and an s), written atomically; a
@@ -62,6 +63,7 @@ PROTOCOLS = {
 }
 #: how much of the protocol to run: ``None`` = the protocol's own value / everything
 RETRAIN_PROFILES = {"smoke": dict(epochs=1, train_images=256, test_images=512),
+                    "cost": dict(epochs=1, train_images=1920, test_images=512),
                     "paper": dict(epochs=None, train_images=None, test_images=None)}
 ARCHS = ("A", "B", "C", "D")
 
@@ -311,7 +313,8 @@ def add_parser(sub, debug_option):
     r.add_argument("--arch", default=None, help="A, B, C or D of a results file")
     r.add_argument("--member", type=int, default=None, help="index of a family file's member")
     r.add_argument("--s", type=float, nargs="+", default=None, help="complexity vector, with a model file")
-    r.add_argument("--profile", default="smoke", help="smoke (tests) or paper (the authors' protocol)")
+    r.add_argument("--profile", default="smoke", help="smoke (tests), cost (one epoch of 1,920 images, "
+                                                     "to measure the speed) or paper (the authors' protocol)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--results-root", default=None, help="default: results/ of the source tree")
     r.add_argument("--data-dir", default=None)
@@ -334,6 +337,17 @@ def cmd_retrain(a) -> int:
 
 def finite(x) -> bool:
     return x is not None and math.isfinite(x)
+
+
+def spread_members(family: dict, n: int = 8) -> list:
+    """Indices of ``n`` distinct members of a family file spread over its weight range
+    (evenly spaced ranks by weights, the smallest and the largest included): the members
+    to retrain for a Kendall tau over one family."""
+    members = family["members"]
+    order = sorted(range(len(members)), key=lambda i: (members[i]["weights"], i))
+    if len(order) <= n:
+        return sorted(order)
+    return sorted({order[round(j * (len(order) - 1) / (n - 1))] for j in range(n)})
 
 
 # -- reading the retrain files (the results chapter) -----------------------------------------

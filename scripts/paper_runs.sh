@@ -8,6 +8,8 @@
 #   PRESET=thesis_text SEEDS="0 1 2 3 4" bash scripts/paper_runs.sh exp1
 #   SEEDS="0 1 2" bash scripts/paper_runs.sh exp2 exp3
 #   MODE=retrain ARCHS="A B C D" SEEDS=0 bash scripts/paper_runs.sh exp1   # hypernas retrain --profile paper
+#   MODE=retrain ARCHS= MEMBERS="0 8 15" SEEDS=0 bash scripts/paper_runs.sh exp1   # members of the family file
+#     (hypernas.retrain.spread_members(family, 8) picks members spread over the weights)
 #   DRY_RUN=1 ...                                                       # print the queue only
 #
 # A run whose results file exists is skipped. `hypernas train` resumes a run from its
@@ -37,6 +39,10 @@ for exp in "$@"; do
       for arch in $ARCHS; do
         if [ -f "results/paper/retrain/$name-$arch.json" ]; then echo "$name-$arch: retrained already"; continue; fi
         queue+=("$name-$arch-retrain|$HYPERNAS retrain results/paper/$name.json --arch $arch --profile paper")
+      done
+      for m in ${MEMBERS:-}; do
+        if [ -f "results/paper/retrain/$name-m$m.json" ]; then echo "$name-m$m: retrained already"; continue; fi
+        queue+=("$name-m$m-retrain|$HYPERNAS retrain results/paper/$name-family.json --member $m --profile paper")
       done
     else
       echo "MODE must be train or retrain, not $MODE" >&2; exit 2

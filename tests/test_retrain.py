@@ -119,3 +119,11 @@ def test_stopped_retrain_resumes_from_its_checkpoint(tiny_model, tmp_path, monke
     assert [h["epoch"] for h in res["retrained"]["epochs"]] == [1, 2]
     assert [s["from_epoch"] for s in res["provenance"]["segments"]] == [0, 1]
     assert not ckpt.exists()
+
+
+def test_spread_members_covers_the_weight_range():
+    fam = dict(members=[dict(weights=w) for w in (50, 10, 40, 30, 20, 60, 70, 80, 90, 100)])
+    idx = retrain.spread_members(fam, 4)
+    ws = sorted(fam["members"][i]["weights"] for i in idx)
+    assert len(idx) == 4 and ws[0] == 10 and ws[-1] == 100
+    assert retrain.spread_members(dict(members=fam["members"][:3]), 8) == [0, 1, 2]
