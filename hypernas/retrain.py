@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -187,14 +186,17 @@ def out_path(src, profile, root=None) -> Path:
     return root / profile / "retrain" / f"{src['run']}-{src['label']}.json"
 
 
-def retrain(src, profile="smoke", root=None, seed=0, data_dir=None, log=print) -> dict:
-    """Retrain ``src`` (from :func:`resolve_source`) with the protocol of its data set;
-    returns the results dict after writing it atomically (see the module docstring)."""
+def retrain(src, profile="smoke", root=None, seed=0, data_dir=None, log=print, device="cpu") -> dict:
+    """Retrain ``src`` (from :func:`resolve_source`) with the protocol of its data set on
+    ``device`` (``"auto"``: a GPU when there is one); returns the results dict after
+    writing it atomically (see the module docstring)."""
     from .data import augment, load
     from .derived import accuracy
     from .files import temp_beside, write_json
     from .genotype import op_counts, weight_count_of
-    from .provenance import git_commit
+    from .provenance import device_name, git_commit
+    from .train import check_device
+    dev = check_device(device)
     if profile not in RETRAIN_PROFILES:
         raise UserError(f"unknown retrain profile {profile!r}; choose one of {', '.join(RETRAIN_PROFILES)}")
     cfg = src["cfg"]
@@ -208,7 +210,7 @@ def retrain(src, profile="smoke", root=None, seed=0, data_dir=None, log=print) -
     ckpt = path.with_suffix(".checkpoint.pt")
 
     drop = dict(p=0.0, gen=torch.Generator().manual_seed(seed + 1))
-    net = build_network(cfg, src["genotype"], src["s"], seed, drop)
+    net = build_network(cfg, src["genotype"], src["s"], seed, drop).to(dev)
     opt = torch.optim.SGD(net.parameters(), proto["lr"], momentum=proto["momentum"],
                           weight_decay=proto["weight_decay"])
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs, eta_min=proto["lr_min"])
@@ -217,14 +219,14 @@ def retrain(src, profile="smoke", root=None, seed=0, data_dir=None, log=print) -
     ident = dict(genotype=list(src["genotype"].normal) + list(src["genotype"].reduce), epochs=epochs,
                  train_images=len(x_all), seed=seed, source=src["path"])
     if ckpt.exists():
-        st = torch.load(ckpt, weights_only=True)
+        st = torch.load(ckpt, map_location=dev, weights_only=True)
         if st["ident"] == ident:
             net.load_state_dict(st["net"]); opt.load_state_dict(st["opt"]); sched.load_state_dict(st["sched"])
-            data_gen.set_state(st["data_gen"]); drop["gen"].set_state(st["drop_gen"])
-            torch.set_rng_state(st["torch_rng"])
+            data_gen.set_state(st["data_gen"].cpu()); drop["gen"].set_state(st["drop_gen"].cpu())
+            torch.set_rng_state(st["torch_rng"].cpu())
             history, segments, start, wall = st["history"], st["segments"], st["epoch"], st["wall_s"]
             log(f"[retrain] resuming {path.name} after epoch {start}")
-    segments.append(dict(from_epoch=start, threads=torch.get_num_threads(), commit=git_commit(),
+    segments.append(dict(from_epoch=start, device=device_name(dev), threads=torch.get_num_threads(), commit=git_commit(),
                          started=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())))
     bs, n = proto["batch_size"], len(x_all)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -240,8 +242,8 @@ def retrain(src, profile="smoke", root=None, seed=0, data_dir=None, log=print) -
                 t_first = time.perf_counter()
             idx = perm[i:i + bs]
             x = augment(splits.normalize(x_all[idx]), proto["augment"], data_gen)
-            x = cutout(x, proto["cutout"], data_gen).contiguous(memory_format=torch.channels_last)
-            y = y_all[idx]
+            x = cutout(x, proto["cutout"], data_gen).to(dev).contiguous(memory_format=torch.channels_last)
+            y = y_all[idx].to(dev)
             opt.zero_grad(set_to_none=True)
             logits = net(x)
             loss = F.cross_entropy(logits, y)
@@ -256,7 +258,7 @@ def retrain(src, profile="smoke", root=None, seed=0, data_dir=None, log=print) -
         train_s = t1 - t0
         rate = (n - bs) / (t1 - t_first) if t_first is not None else n / train_s
         net.eval()
-        acc = accuracy(net, splits, prof["test_images"])
+        acc = accuracy(net, splits, prof["test_images"], device=dev)
         wall += time.perf_counter() - t0
         history.append(dict(epoch=epoch + 1, lr=lr, drop_path=drop["p"], train_loss=tot_loss / n,
                             train_acc=tot_correct / n, test_acc=acc, train_s=train_s,
@@ -291,10 +293,10 @@ def retrain(src, profile="smoke", root=None, seed=0, data_dir=None, log=print) -
         cost=dict(train_images_per_s=rate, threads=torch.get_num_threads(), measured_wall_s=wall,
                   paper_protocol_estimate_h=est_s / 3600,
                   note=(f"estimate: {full['epochs']} epochs x {n_full:,} images at the {rate:.0f} images/s "
-                        f"measured by this run ({profile} profile, {torch.get_num_threads()} thread(s)), "
+                        f"measured by this run ({profile} profile, {device_name(dev)}), "
                         "training only (the per-epoch test adds to it)")),
         provenance=dict(commit=git_commit(), hypernas=__version__, torch=torch.__version__,
-                        device=f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+                        device=device_name(dev),
                         seed=seed, data_source=splits.source, segments=segments,
                         finished=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())),
     )
@@ -318,6 +320,7 @@ def add_parser(sub, debug_option):
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--results-root", default=None, help="default: results/ of the source tree")
     r.add_argument("--data-dir", default=None)
+    r.add_argument("--device", default="cpu", help="cpu (default), auto (a GPU when present), cuda, cuda:1 ...")
     return r
 
 
@@ -325,7 +328,9 @@ def cmd_retrain(a) -> int:
     if a.profile not in RETRAIN_PROFILES:
         raise UserError(f"--profile must be one of {', '.join(RETRAIN_PROFILES)}; got {a.profile!r}")
     src = resolve_source(a.source, a.arch, a.member, a.s)
-    res = retrain(src, a.profile, a.results_root, a.seed, a.data_dir)
+    from .train import check_device
+    check_device(a.device)
+    res = retrain(src, a.profile, a.results_root, a.seed, a.data_dir, device=a.device)
     r = res["retrained"]
     inh = res["inherited_test_acc"]
     print(f"{src['run']} {src['label']}: retrained test acc {r['final_test_acc']:.4f} (best epoch "

@@ -11,6 +11,7 @@
 #   MODE=retrain ARCHS= MEMBERS="0 8 15" SEEDS=0 bash scripts/paper_runs.sh exp1   # members of the family file
 #     (hypernas.retrain.spread_members(family, 8) picks members spread over the weights)
 #   DRY_RUN=1 ...                                                       # print the queue only
+#   RETRAIN_DEVICE=cuda ...          # retrain on a GPU (hypernas retrain --device; default cpu)
 #
 # A run whose results file exists is skipped. `hypernas train` resumes a run from its
 # checkpoint (results/paper/<run>/checkpoint.pt, log.jsonl) and `hypernas retrain` from
@@ -38,11 +39,11 @@ for exp in "$@"; do
       if [ ! -f "results/paper/$name.json" ]; then echo "$name: no results file to retrain from yet"; continue; fi
       for arch in $ARCHS; do
         if [ -f "results/paper/retrain/$name-$arch.json" ]; then echo "$name-$arch: retrained already"; continue; fi
-        queue+=("$name-$arch-retrain|$HYPERNAS retrain results/paper/$name.json --arch $arch --profile paper")
+        queue+=("$name-$arch-retrain|$HYPERNAS retrain results/paper/$name.json --arch $arch --profile paper --device ${RETRAIN_DEVICE:-cpu}")
       done
       for m in ${MEMBERS:-}; do
         if [ -f "results/paper/retrain/$name-m$m.json" ]; then echo "$name-m$m: retrained already"; continue; fi
-        queue+=("$name-m$m-retrain|$HYPERNAS retrain results/paper/$name-family.json --member $m --profile paper")
+        queue+=("$name-m$m-retrain|$HYPERNAS retrain results/paper/$name-family.json --member $m --profile paper --device ${RETRAIN_DEVICE:-cpu}")
       done
     else
       echo "MODE must be train or retrain, not $MODE" >&2; exit 2

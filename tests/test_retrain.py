@@ -43,6 +43,7 @@ def test_retrain_smoke_writes_the_stated_keys(tiny_model, tmp_path, capsys):
     assert 0 <= r["final_test_acc"] <= 1 and len(r["epochs"]) == 1 and r["best_epoch"] == 1
     assert res["cost"]["paper_protocol_estimate_h"] > 0 and res["cost"]["note"].startswith("estimate")
     assert res["provenance"]["segments"][0]["threads"] == 1
+    assert res["provenance"]["segments"][0]["device"].startswith("cpu")
     assert sum(res["architecture"]["op_counts"].values()) == 28
 
 
@@ -61,6 +62,7 @@ BAD = {
     "no-s": (["MODEL"], ["give --s"]),
     "no-arch": ([str(RESULTS)], ["give --arch"]),
     "bad-arch": ([str(RESULTS), "--arch", "E"], ["give --arch", "got 'E'"]),
+    "bad-device": (["MODEL", "--s", "0.2", "0.3", "0.5", "--device", "tpu9"], ["unknown device"]),
     "bad-profile": (["MODEL", "--s", "0.2", "0.3", "0.5", "--profile", "huge"], ["--profile must be one of"]),
 }
 
