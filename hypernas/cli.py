@@ -6,6 +6,7 @@
     hypernas derive MODEL.pt --s 0.2 0.5 0.3 [--evaluate] [--export DIR]   (or --device TABLE)
     hypernas family MODEL.pt [--table TABLE]                   every architecture of the simplex
     hypernas select MODEL.pt --latency-ms 5 [--device TABLE]   the best one within a budget
+    hypernas retrain RESULTS.json --arch A [--profile smoke|paper]   (or MODEL.pt --s ...)
     hypernas bench
     hypernas profile [--runtime torch|onnxruntime|cuda] [--threads N] [--dataset all] [--out PATH]
 
@@ -438,11 +439,14 @@ def build_parser():
     pr.add_argument("--n-nodes", default="4")
     pr.add_argument("--ops", nargs="+", default=None, help="ops to measure (default: every preset's)")
     pr.add_argument("--out", default=None, help="default results/devices/<device>.json")
+    from .retrain import add_parser as retrain_parser
+    retrain_parser(sub, _debug_option)
     return p
 
 
 COMMANDS = {"reproduce": cmd_reproduce, "train": cmd_train, "derive": cmd_derive,
-            "family": cmd_family, "select": cmd_select, "profile": cmd_profile}
+            "family": cmd_family, "select": cmd_select, "profile": cmd_profile,
+            "retrain": lambda a: __import__("hypernas.retrain", fromlist=["cmd_retrain"]).cmd_retrain(a)}
 
 
 def _report(err, debug, message=None, code=None):

@@ -50,8 +50,10 @@ def cell_layout(n_cells: int = 3):
 
 def weight_count_of(genotype: Genotype, C: int = 16, n_cells: int = 3) -> int:
     """The authors' parameter-count convention: the weights of the chosen op on each edge
-    of every cell (stem, preprocessing and classifier excluded).  It reproduces every
-    published count (38304, 5120, 143488, 12320 for Table 1)."""
+    of every cell (stem, preprocessing and classifier excluded).  Together with the
+    published op counts it fits 11 of the 12 published columns (all of Table 1, e.g.
+    38304, 5120, 143488, 12320); Table 3's C fits only with its conv and identity counts
+    swapped (:mod:`hypernas.audit`)."""
     edges = cell_edges(_n_nodes(len(genotype.normal)))
     total = 0
     for red, mult in cell_layout(n_cells):

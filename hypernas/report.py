@@ -109,38 +109,145 @@ def segments_text(segments) -> str:
         for r in segments)
 
 
-def claims(res) -> list:
-    """One sentence per thesis claim: does this run support it?"""
-    a = res["architectures"]
+#: the verdicts, strongest first
+VERDICTS = ("supported", "partly supported", "not shown", "not supported")
+
+
+def _genotypes(a) -> dict:
+    return {k: (tuple(a[k]["genotype"]["normal"]), tuple(a[k]["genotype"]["reduce"])) for k in ARCHS}
+
+
+def _same_as(genos, k) -> list:
+    return [j for j in ARCHS if j != k and genos[j] == genos[k]]
+
+
+def _extreme(values: dict, k, most: bool):
+    """(is k the extreme, the architectures that tie with it there)."""
+    best = max(values.values()) if most else min(values.values())
+    at = [j for j in ARCHS if values[j] == best]
+    return values[k] == best, [j for j in at if j != k]
+
+
+def _rank_reversals(ours: dict, published: dict) -> list:
+    """Architectures whose published weight count is in the lower half of A-D while ours
+    is the (possibly tied) largest, or in the upper half while ours is the smallest."""
+    order = sorted(ARCHS, key=lambda j: published[j])
+    low, high = order[:2], order[2:]
+    big, small = max(ours.values()), min(ours.values())
     out = []
+    for j in ARCHS:
+        rank = {0: "smallest", 1: "second smallest", 2: "second largest", 3: "largest"}[order.index(j)]
+        if j in low and ours[j] == big:
+            out.append(f"{j} is the published {rank} ({published[j]:,}) but our largest ({ours[j]:,})")
+        elif j in high and ours[j] == small:
+            out.append(f"{j} is the published {rank} ({published[j]:,}) but our smallest ({ours[j]:,})")
+    return out
+
+
+def verdicts(res) -> list:
+    """The thesis's claims, judged on one run: a list of dicts ``claim``, ``verdict``
+    (one of :data:`VERDICTS`), ``evidence`` (the numbers it rests on) and ``caveat`` (the
+    tie, absent op or reversal that keeps it from "supported"; empty when none).
+
+    A claim is never "supported" when it holds only by a tie (two architectures identical
+    or with equal weights / accuracy at the extreme), when the reference architecture A
+    lacks the op anyway, or when ours reverses the published direction."""
+    a = res["architectures"]
+    genos = _genotypes(a)
+    out = []
+
+    def add(claim, verdict, evidence, caveat=""):
+        out.append(dict(claim=claim, verdict=verdict, evidence=evidence, caveat=caveat))
+
     for arch, t in PENALISED.items():
         n, n_a = a[arch]["op_counts"][t], a["A"]["op_counts"][t]
-        if n == 0 and n_a == 0:
-            verdict = f"not shown by this run: {arch} has no {t} op, but neither has A"
+        claim = f"Penalising {t} ({arch}) removes it"
+        ev = f"{t} ops: {arch} {n}, A {n_a}"
+        if "A" in _same_as(genos, arch):
+            add(claim, "not shown", ev, f"tie: {arch} is the same architecture as A")
+        elif n == 0 and n_a == 0:
+            add(claim, "not shown", ev, f"absent op: A has no {t} op either")
         elif n == 0:
-            verdict = f"supported: {arch} has no {t} op (A has {n_a})"
+            add(claim, "supported", ev)
         elif n < n_a:
-            verdict = f"partly supported: {arch} has {n} {t} op(s), fewer than A's {n_a}, but not none"
+            add(claim, "partly supported", ev, f"{arch} keeps {n} {t} op(s)")
+        elif n == n_a:
+            add(claim, "not supported", ev, f"tie: {arch} has as many {t} ops as A")
         else:
-            verdict = f"not supported: {arch} has {n} {t} op(s), A has {n_a}"
-        out.append(f"Penalising {t} ({arch}, {LABELS[arch]}) makes it vanish: {verdict}.")
-    pb, pc = a["B"]["weights"], a["C"]["weights"]
-    pa = [a[k]["weights"] for k in ARCHS]
-    if pb < pc and pb == min(pa) and pc == max(pa):
-        v = f"supported: B has the fewest weights ({pb}), C the most ({pc})"
-    elif pb < pc:
-        v = f"partly supported: B ({pb}) < C ({pc}), but the extremes are {min(pa)} and {max(pa)}"
+            add(claim, "not supported", ev, f"reversal: {arch} has more {t} ops than A")
+
+    w = {k: a[k]["weights"] for k in ARCHS}
+    ev = "weights: " + ", ".join(f"{k} {w[k]:,}" for k in ARCHS)
+    claim = "B (conv penalised) has the fewest weights, C (pool penalised) the most"
+    b_min, b_tie = _extreme(w, "B", most=False)
+    c_max, c_tie = _extreme(w, "C", most=True)
+    if b_min and c_max and not b_tie and not c_tie:
+        add(claim, "supported", ev)
+    elif b_min and c_max:
+        ties = [f"{'B' if x is b_tie else 'C'} = {' = '.join(x)}" for x in (b_tie, c_tie) if x]
+        add(claim, "not shown", ev, "tie: " + "; ".join(ties))
+    elif w["B"] < w["C"]:
+        who = [f"{j} has the {'fewest' if w[j] == min(w.values()) else 'most'}"
+               for j in ARCHS if j not in "BC" and w[j] in (min(w.values()), max(w.values()))]
+        add(claim, "partly supported", ev, "B < C, but " + ", ".join(who))
     else:
-        v = f"not supported: B has {pb} weights, C has {pc}"
-    out.append(f"Moving s from B (convolutions penalised) to C (pooling penalised) moves the "
-               f"parameter count from low to high: {v}.")
-    genos = {k: (tuple(a[k]["genotype"]["normal"]), tuple(a[k]["genotype"]["reduce"])) for k in ARCHS}
+        add(claim, "not supported", ev, "reversal: B has at least as many weights as C")
+
+    exp = res.get("config", {}).get("experiment")
+    if exp in PUBLISHED:
+        pub = dict(zip(ARCHS, PUBLISHED[exp]["Parameters"]))
+        claim = "The weights of A-D are in the published order"
+        ours_order = sorted(ARCHS, key=lambda j: w[j])
+        pub_order = sorted(ARCHS, key=lambda j: pub[j])
+        ev2 = f"ours {' < '.join(ours_order)}, published {' < '.join(pub_order)}"
+        rev = _rank_reversals(w, pub)
+        tied = len(set(w.values())) < 4
+        if rev:
+            add(claim, "not supported", ev2, "reversal: " + "; ".join(rev))
+        elif ours_order == pub_order and not tied:
+            add(claim, "supported", ev2)
+        elif ours_order == pub_order:
+            add(claim, "not shown", ev2, "tie: two architectures have equal weights")
+        else:
+            add(claim, "partly supported", ev2, "the order differs, without a reversal of the extremes")
+
+    acc = {k: a[k]["test_acc"] for k in ARCHS}
+    claim = "B has the lowest accuracy, C the highest"
+    ev = "accuracy %: " + ", ".join(f"{k} {100 * acc[k]:.2f}" for k in ARCHS)
+    b_low, b_tie = _extreme(acc, "B", most=False)
+    c_high, c_tie = _extreme(acc, "C", most=True)
+    twins = [f"{k} = {'='.join(_same_as(genos, k))}" for k in "BC" if _same_as(genos, k)]
+    if b_low and c_high and not b_tie and not c_tie and not twins:
+        add(claim, "supported", ev)
+    elif b_low and c_high:
+        add(claim, "not shown", ev, "tie: " + ("identical architectures " + ", ".join(twins)
+                                               if twins else "equal accuracy at an extreme"))
+    elif b_low or c_high:
+        add(claim, "partly supported", ev, "only " + ("B is the lowest" if b_low else "C is the highest"))
+    else:
+        add(claim, "not supported", ev, "neither B is the lowest nor C the highest")
+
+    claim = "One trained model gives four different architectures"
+    pairs = sorted({"=".join(sorted([k, *_same_as(genos, k)])) for k in ARCHS if _same_as(genos, k)})
     n_distinct = len(set(genos.values()))
-    v = ("supported: the four architectures are all different" if n_distinct == 4 else
-         f"{'partly supported' if n_distinct > 1 else 'not supported'}: "
-         f"{n_distinct} distinct architecture(s) among the four")
-    out.append(f"One trained model gives all four architectures (one checkpoint, no retraining): {v}.")
+    ev = f"{n_distinct} distinct architecture(s) among A-D"
+    if n_distinct == 4:
+        add(claim, "supported", ev)
+    else:
+        add(claim, "partly supported" if n_distinct > 1 else "not supported", ev,
+            "tie: identical architectures " + ", ".join(pairs))
     return out
+
+
+def verdict_table(res) -> pd.DataFrame:
+    """The verdicts of one run, each with its evidence and caveat beside it."""
+    return pd.DataFrame(verdicts(res))[["claim", "verdict", "evidence", "caveat"]]
+
+
+def claims(res) -> list:
+    """One sentence per thesis claim: its verdict on this run, with the evidence."""
+    return [f"{v['claim']}: {v['verdict']} ({v['evidence']}{'; ' + v['caveat'] if v['caveat'] else ''})."
+            for v in verdicts(res)]
 
 
 # -- figures ------------------------------------------------------------------------------
@@ -276,8 +383,42 @@ def readme_table(root) -> str:
             out.append(f"| {k} | {ours[k]['Test accuracy, %']:.2f} | {pub[k]['Test accuracy, %']:.2f} | "
                        f"{int(ours[k]['Parameters']):,} | {int(pub[k]['Parameters']):,} | {counts(ours)} | {counts(pub)} |")
         out.append("")
+        out += _readme_seed_groups(root, exp, preset)
+    out += _readme_audit()
     out.append(README_END)
     return "\n".join(out)
+
+
+def _readme_seed_groups(root, exp, preset) -> list:
+    """Mean ± sd over the seeds of each configuration group (older presets apart) that
+    holds more than seed 0, with the op counts of every seed."""
+    from . import seeds
+    out = []
+    for label, runs in seeds.groups(seeds.collect(root, exp, preset)).items():
+        if [r["seed"] for r in runs] == [0]:
+            continue
+        t = seeds.summary_table(runs, exp)
+        out += [f"Seeds {', '.join(str(r['seed']) for r in runs)} ({label}; mean ± sd, n runs, "
+                "never averaged across preset groups):", "",
+                "| | test acc. %, mean ± sd | published | weights, mean ± sd | published | "
+                "pool/conv/identity of each seed |", "|---|---:|---:|---:|---:|---|"]
+        for k in ARCHS:
+            every = ", ".join(seeds.counts_text(r["res"], k) for r in runs)
+            out.append(f"| {k} | {t.loc[k, ('accuracy', 'ours, mean ± sd')]} | {t.loc[k, ('accuracy', 'published')]} | "
+                       f"{t.loc[k, ('weights', 'ours, mean ± sd')]} | {t.loc[k, ('weights', 'published')]} | {every} |")
+        out.append("")
+    return out
+
+
+def _readme_audit() -> list:
+    """One line: what the audit of the published tables found (hypernas.audit)."""
+    from . import audit
+    s = audit.summary()
+    cols = lambda keys: ", ".join(f"{e} {k}" for e, k in keys) or "none"  # noqa: E731
+    return [f"Audit of the published tables under our weight convention (`hypernas.audit`): "
+            f"{len(s['unique'])} of {sum(map(len, s.values()))} columns fit exactly one composition; "
+            f"ambiguous: {cols(s['ambiguous'])}; impossible with the printed op counts: "
+            f"{cols(s['impossible'])}.", ""]
 
 
 def update_readme(root) -> bool:

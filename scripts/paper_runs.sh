@@ -1,21 +1,72 @@
 #!/usr/bin/env bash
-# Train (or resume) the paper-profile runs that are not finished, one process per
-# experiment, each on one torch thread (two threads per process on a shared 2-core machine
-# are many times slower), in the background; logs in logs/<run>.out.
-#   bash scripts/paper_runs.sh exp2 exp3            # authors_code preset
-#   PRESET=thesis_text bash scripts/paper_runs.sh exp1
-# Before a time-boxed session ends, commit each run's checkpoint.pt and log.jsonl
-# (results/paper/<run>/); rerunning this script resumes from them exactly.
+# Train (or resume) the paper-profile runs that are not finished, or retrain derived
+# architectures from scratch, queued in the background: at most JOBS processes at once
+# (default 2), each on one torch thread (two threads per process on a shared 2-core
+# machine are many times slower); logs in logs/<run>.out, the queue's in logs/paper_runs.out.
+#
+#   SEEDS="0 1 2 3 4" bash scripts/paper_runs.sh exp1                  # authors_code preset
+#   PRESET=thesis_text SEEDS="0 1 2 3 4" bash scripts/paper_runs.sh exp1
+#   SEEDS="0 1 2" bash scripts/paper_runs.sh exp2 exp3
+#   MODE=retrain ARCHS="A B C D" SEEDS=0 bash scripts/paper_runs.sh exp1   # hypernas retrain --profile paper
+#   MODE=retrain ARCHS= MEMBERS="0 8 15" SEEDS=0 bash scripts/paper_runs.sh exp1   # members of the family file
+#     (hypernas.retrain.spread_members(family, 8) picks members spread over the weights)
+#   DRY_RUN=1 ...                                                       # print the queue only
+#   RETRAIN_DEVICE=cuda ...          # retrain on a GPU (hypernas retrain --device; default cpu)
+#
+# A run whose results file exists is skipped. `hypernas train` resumes a run from its
+# checkpoint (results/paper/<run>/checkpoint.pt, log.jsonl) and `hypernas retrain` from
+# results/paper/retrain/<run>-<arch>.checkpoint.pt: before a time-boxed session ends, commit
+# them; rerunning this script resumes from them exactly (same thread count: one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PRESET=${PRESET:-authors_code}
+SEEDS=${SEEDS:-0}
+MODE=${MODE:-train}
+ARCHS=${ARCHS:-A B C D}
+JOBS=${JOBS:-2}
+HYPERNAS=${HYPERNAS:-.venv/bin/hypernas}
 SHARED_DATA="$(cd .. && pwd)/shared/data"
 if [ -z "${HYPERNAS_DATA:-}" ] && [ -d "$SHARED_DATA" ]; then export HYPERNAS_DATA="$SHARED_DATA"; fi
-mkdir -p logs
+
+queue=()
 for exp in "$@"; do
-  name="$exp-$PRESET-seed0"
-  if [ -f "results/paper/$name.json" ]; then echo "$name: finished (results/paper/$name.json)"; continue; fi
-  OMP_NUM_THREADS=1 nohup .venv/bin/hypernas train --experiment "$exp" --preset "$PRESET" \
-    --profile paper > "logs/$name.out" 2>&1 &
-  echo "$name: training in the background (pid $!), log logs/$name.out"
+  for seed in $SEEDS; do
+    name="$exp-$PRESET-seed$seed"
+    if [ "$MODE" = train ]; then
+      if [ -f "results/paper/$name.json" ]; then echo "$name: finished (results/paper/$name.json)"; continue; fi
+      queue+=("$name|$HYPERNAS train --experiment $exp --preset $PRESET --seed $seed --profile paper")
+    elif [ "$MODE" = retrain ]; then
+      if [ ! -f "results/paper/$name.json" ]; then echo "$name: no results file to retrain from yet"; continue; fi
+      for arch in $ARCHS; do
+        if [ -f "results/paper/retrain/$name-$arch.json" ]; then echo "$name-$arch: retrained already"; continue; fi
+        queue+=("$name-$arch-retrain|$HYPERNAS retrain results/paper/$name.json --arch $arch --profile paper --device ${RETRAIN_DEVICE:-cpu}")
+      done
+      for m in ${MEMBERS:-}; do
+        if [ -f "results/paper/retrain/$name-m$m.json" ]; then echo "$name-m$m: retrained already"; continue; fi
+        queue+=("$name-m$m-retrain|$HYPERNAS retrain results/paper/$name-family.json --member $m --profile paper --device ${RETRAIN_DEVICE:-cpu}")
+      done
+    else
+      echo "MODE must be train or retrain, not $MODE" >&2; exit 2
+    fi
+  done
 done
+
+if [ "${DRY_RUN:-0}" = 1 ]; then
+  for job in ${queue[@]+"${queue[@]}"}; do echo "would run: ${job#*|}  > logs/${job%%|*}.out"; done
+  exit 0
+fi
+[ ${#queue[@]} -eq 0 ] && exit 0
+mkdir -p logs
+run_queue() {
+  for job in "$@"; do
+    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
+    echo "$(date -u '+%F %T') start ${job%%|*}: ${job#*|}"
+    OMP_NUM_THREADS=1 ${job#*|} > "logs/${job%%|*}.out" 2>&1 &
+  done
+  wait
+  echo "$(date -u '+%F %T') queue done"
+}
+export -f run_queue
+export JOBS
+nohup bash -c 'run_queue "$@"' run_queue "${queue[@]}" >> logs/paper_runs.out 2>&1 &
+echo "${#queue[@]} run(s) queued in the background (pid $!, $JOBS at a time); log logs/paper_runs.out"

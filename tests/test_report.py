@@ -12,26 +12,56 @@ def _res(archs):
     return dict(config=dict(experiment="exp1"), architectures=archs)
 
 
-def test_claims_verdicts():
+def _v(res):
+    return {v["claim"].split(" (")[0].split(" removes")[0]: v for v in report.verdicts(res)}
+
+
+def test_verdicts_supported_partly_and_absent_op():
     res = _res({"A": _arch(0, 20, 8, 100, ("a",)), "B": _arch(10, 0, 18, 10, ("b",)),
-                "C": _arch(0, 28, 0, 200, ("c",)), "D": _arch(0, 26, 2, 150, ("c",))})
-    conv, pool, ident, params, one_model = report.claims(res)
-    assert "supported: B has no conv op (A has 20)" in conv
-    # C has no pool, but A has none either: the run cannot show the claim
-    assert "not shown by this run" in pool and "supported:" not in pool
-    assert "partly supported: D has 2 identity op(s), fewer than A's 8" in ident
-    assert "supported: B has the fewest weights (10), C the most (200)" in params
-    assert "partly supported: 3 distinct" in one_model        # C and D are the same cell
+                "C": _arch(0, 28, 0, 200, ("c",)), "D": _arch(0, 26, 2, 150, ("d",))})
+    v = _v(res)
+    assert v["Penalising conv"]["verdict"] == "supported"
+    assert v["Penalising conv"]["evidence"] == "conv ops: B 0, A 20"
+    # C has no pool, but A has none either: not shown, and the caveat says why
+    assert v["Penalising pool"]["verdict"] == "not shown"
+    assert v["Penalising pool"]["caveat"].startswith("absent op")
+    assert v["Penalising identity"]["verdict"] == "partly supported"
+    assert v["B"]["verdict"] == "supported" and "C 200" in v["B"]["evidence"]
+    assert v["One trained model gives four different architectures"]["verdict"] == "supported"
+    assert len(report.claims(res)) == len(report.verdicts(res))
 
 
-def test_claims_not_supported():
-    res = _res({"A": _arch(5, 5, 5, 100, ("a",)), "B": _arch(5, 9, 5, 300, ("b",)),
-                "C": _arch(6, 5, 5, 50, ("c",)), "D": _arch(5, 5, 5, 100, ("d",))})
-    conv, pool, ident, params, one_model = report.claims(res)
-    assert "not supported: B has 9 conv op(s), A has 5" in conv
-    assert "not supported: C has 6 pool" in pool
-    assert "not supported: B has 300 weights, C has 50" in params
-    assert "supported: the four architectures are all different" in one_model
+def test_verdicts_tie_is_not_support():
+    # C and D are the same cell: C is the largest only by a tie with D
+    res = _res({"A": _arch(1, 16, 11, 100, ("a",)), "B": _arch(6, 0, 22, 10, ("b",)),
+                "C": _arch(0, 28, 0, 200, ("c",)), "D": _arch(0, 28, 0, 200, ("c",))})
+    v = _v(res)
+    assert v["B"]["verdict"] == "not shown" and "tie: C = D" in v["B"]["caveat"]
+    one = v["One trained model gives four different architectures"]
+    assert one["verdict"] == "partly supported" and "C=D" in one["caveat"]
+    # an architecture identical to A cannot show that its penalty removed anything
+    res["architectures"]["B"] = _arch(1, 16, 11, 100, ("a",))
+    assert _v(res)["Penalising conv"]["caveat"] == "tie: B is the same architecture as A"
+    assert _v(res)["Penalising conv"]["verdict"] == "not shown"
+    # B lowest in accuracy only as a copy of A: a tie, not support
+    for k, acc in zip("ABCD", (0.57, 0.56, 0.78, 0.68)):
+        res["architectures"][k]["test_acc"] = acc
+    acc = _v(res)["B has the lowest accuracy, C the highest"]
+    assert acc["verdict"] == "not shown" and "B = A" in acc["caveat"]
+
+
+def test_verdicts_reversal_is_named():
+    # published Table 1: B 5,120 < D 12,320 < A 38,304 < C 143,488; here D is the largest
+    res = _res({"A": _arch(1, 16, 11, 133792, ("a",)), "B": _arch(6, 0, 22, 30720, ("b",)),
+                "C": _arch(0, 26, 2, 159936, ("c",)), "D": _arch(0, 28, 0, 178752, ("d",))})
+    v = _v(res)
+    order = v["The weights of A-D are in the published order"]
+    assert order["verdict"] == "not supported"
+    assert "D is the published second smallest (12,320) but our largest (178,752)" in order["caveat"]
+    assert v["B"]["verdict"] == "partly supported" and "D has the most" in v["B"]["caveat"]
+    # more of the penalised op than A: a reversal, not a tie
+    res["architectures"]["D"] = _arch(0, 12, 16, 178752, ("d",))
+    assert _v(res)["Penalising identity"]["caveat"].startswith("reversal")
 
 
 def test_replicate_table_puts_runs_beside_published():

@@ -1,0 +1,131 @@
+"""hypernas retrain: a derived architecture trained from scratch at smoke scale, and one
+clear error (nothing written) for bad input."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from hypernas import cli, retrain
+from hypernas.presets import config
+from hypernas.train import build_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results" / "paper" / "exp1-authors_code-seed0.json"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    cfg = config("exp1", "authors_code", "smoke", 0, width=4)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    torch.save(dict(format=1, hypernas="0.1.0", cfg=cfg, model=build_model(cfg, 1).state_dict()), path)
+    return path
+
+
+def _tree(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_retrain_smoke_writes_the_stated_keys(tiny_model, tmp_path, capsys):
+    rc = cli.main(["retrain", str(tiny_model), "--s", "0.2", "0.3", "0.5", "--results-root", str(tmp_path)])
+    assert rc == 0, capsys.readouterr().err
+    (path,) = (tmp_path / "smoke" / "retrain").glob("*.json")
+    assert path.name == "exp1-authors_code-seed0-s0.200-0.300-0.500.json"
+    assert not list(path.parent.glob("*.checkpoint.pt")) and not list(path.parent.glob(".*tmp"))
+    res = json.loads(path.read_text())
+    assert set(res) == {"protocol", "source", "architecture", "inherited_test_acc", "retrained", "cost", "provenance"}
+    p = res["protocol"]
+    assert p["source"].endswith("fmnist_fine_0.cfg") and p["epochs"] == 100 and p["epochs_run"] == 1
+    assert (p["batch_size"], p["lr"], p["cutout"], p["train_images"]) == (96, 0.025, 16, 256)
+    r = res["retrained"]
+    assert 0 <= r["final_test_acc"] <= 1 and len(r["epochs"]) == 1 and r["best_epoch"] == 1
+    assert res["cost"]["paper_protocol_estimate_h"] > 0 and res["cost"]["note"].startswith("estimate")
+    assert res["provenance"]["segments"][0]["threads"] == 1
+    assert res["provenance"]["segments"][0]["device"].startswith("cpu")
+    assert sum(res["architecture"]["op_counts"].values()) == 28
+
+
+def test_results_file_source_takes_the_architecture_and_its_inherited_accuracy():
+    src = retrain.resolve_source(RESULTS, arch="B")
+    res = json.loads(RESULTS.read_text())["architectures"]["B"]
+    assert src["label"] == "B" and src["run"] == "exp1-authors_code-seed0"
+    assert list(src["genotype"].normal) == res["genotype"]["normal"]
+    assert src["inherited_test_acc"] == res["test_acc"]
+
+
+BAD = {
+    "missing-model": (["nowhere/model.pt", "--s", "0.2", "0.3", "0.5"], ["does not exist"]),
+    "bad-s-length": (["MODEL", "--s", "0.5", "0.5"], ["--s:", "length k=3"]),
+    "bad-s-negative": (["MODEL", "--s", "-0.2", "0.6", "0.6"], ["--s:", "negative"]),
+    "no-s": (["MODEL"], ["give --s"]),
+    "no-arch": ([str(RESULTS)], ["give --arch"]),
+    "bad-arch": ([str(RESULTS), "--arch", "E"], ["give --arch", "got 'E'"]),
+    "bad-device": (["MODEL", "--s", "0.2", "0.3", "0.5", "--device", "tpu9"], ["unknown device"]),
+    "bad-profile": (["MODEL", "--s", "0.2", "0.3", "0.5", "--profile", "huge"], ["--profile must be one of"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_is_one_error_and_writes_nothing(case, tiny_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args, needles = BAD[case]
+    args = [str(tiny_model) if a == "MODEL" else a for a in args]
+    before = _tree(tmp_path)
+    rc = cli.main(["retrain", *args, "--results-root", str(tmp_path / "res")])
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == "" and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hypernas: error: "), err
+    for n in needles:
+        assert n in lines[0], lines[0]
+    assert _tree(tmp_path) == before
+
+
+def test_protocol_table_and_kendall_from_files():
+    def f(label, inh, ret, normal, epochs=100):
+        return dict(source=dict(run="exp1-authors_code-seed0", label=label), inherited_test_acc=inh,
+                    retrained=dict(final_test_acc=ret, best_test_acc=ret + 0.01),
+                    architecture=dict(weights=10, genotype=dict(normal=[normal], reduce=[])),
+                    protocol=dict(epochs_run=epochs, epochs=100), cost=dict(paper_protocol_estimate_h=1.0))
+    files = [f("A", 0.80, 0.90, "a"), f("B", 0.70, 0.85, "b"), f("C", 0.85, 0.88, "c"),
+             f("D", 0.60, 0.95, "d"), f("m1", 0.5, 0.5, "e", epochs=1)]      # a smoke run: left out
+    t = retrain.protocol_table(files)
+    assert list(t["architecture"]) == ["A", "B", "C", "D", "m1"]
+    assert abs(t.loc[0, "retrained - inherited"] - 10.0) < 1e-9
+    # inherited order D < B < A < C, retrained B < C < A < D: 2 concordant, 4 discordant pairs
+    tau, n = retrain.kendall_by_run(files)["exp1-authors_code-seed0"]
+    assert n == 4 and abs(tau - (2 - 4) / 6) < 1e-12
+
+
+def test_stopped_retrain_resumes_from_its_checkpoint(tiny_model, tmp_path, monkeypatch):
+    """Stopped after epoch 1 of 2, the same call resumes at epoch 2 (a second segment)."""
+    monkeypatch.setitem(retrain.RETRAIN_PROFILES, "smoke", dict(epochs=2, train_images=96, test_images=100))
+    src = retrain.resolve_source(tiny_model, s=[0.2, 0.3, 0.5])
+    import hypernas.derived as derived
+    real, calls = derived.accuracy, []
+
+    def stop_in_epoch_two(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(derived, "accuracy", stop_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        retrain.retrain(src, "smoke", tmp_path, log=lambda *_: None)
+    ckpt = retrain.out_path(src, "smoke", tmp_path).with_suffix(".checkpoint.pt")
+    assert ckpt.exists() and not retrain.out_path(src, "smoke", tmp_path).exists()
+    monkeypatch.setattr(derived, "accuracy", real)
+    res = retrain.retrain(src, "smoke", tmp_path, log=lambda *_: None)
+    assert [h["epoch"] for h in res["retrained"]["epochs"]] == [1, 2]
+    assert [s["from_epoch"] for s in res["provenance"]["segments"]] == [0, 1]
+    assert not ckpt.exists()
+
+
+def test_spread_members_covers_the_weight_range():
+    fam = dict(members=[dict(weights=w) for w in (50, 10, 40, 30, 20, 60, 70, 80, 90, 100)])
+    idx = retrain.spread_members(fam, 4)
+    ws = sorted(fam["members"][i]["weights"] for i in idx)
+    assert len(idx) == 4 and ws[0] == 10 and ws[-1] == 100
+    assert retrain.spread_members(dict(members=fam["members"][:3]), 8) == [0, 1, 2]

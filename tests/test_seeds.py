@@ -1,0 +1,117 @@
+"""Several seeds read from results files (hypernas.seeds): mean ± sd, older presets kept
+apart, per-seed verdicts and provenance; fake files in the real schema."""
+import json
+import statistics
+
+import pytest
+
+from hypernas import seeds
+from hypernas.presets import config
+
+
+def _arch(acc, weights, pool, conv, identity, tag):
+    return dict(s=[1 / 3] * 3, genotype=dict(normal=[tag] * 14, reduce=[tag] * 14), test_acc=acc,
+                soft_supernet_test_acc=acc, weights=weights, weights_measured=weights,
+                op_counts=dict(pool=pool, conv=conv, identity=identity), latency_batch1_ms=1.0,
+                latency_batch256_ms_per_image=0.1, derive_and_test_s=1.0)
+
+
+def _write(root, seed, accs, b_conv=0, older=False, segments=None, commit="abc1234"):
+    cfg = config("exp1", "authors_code", "paper", seed)
+    if older:   # the committed seed-0 runs: the boolean classifier option of before 2026-12-02
+        cfg.pop("classifier"); cfg["classifier_from_s"] = True
+    prov = dict(profile="paper", preset="authors_code", seed=seed, epochs=10, train_images=30000,
+                device="cpu (x86_64, 1 threads)", commit=commit, train_wall_s=600.0)
+    if segments is not None:
+        prov["training_segments"] = segments
+    archs = {"A": _arch(accs[0], 38304, 12, 6, 10, "a"), "B": _arch(accs[1], 5120, 17, b_conv, 11 - b_conv, "b"),
+             "C": _arch(accs[2], 143488, 0, 13, 15, "c"), "D": _arch(accs[3], 12320, 18, 9, 1, "d")}
+    path = root / "results" / "paper" / f"exp1-authors_code-seed{seed}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(config=cfg, provenance=prov, training={}, architectures=archs)))
+    return path
+
+
+def test_mean_sd_from_files_and_older_preset_kept_apart(tmp_path):
+    _write(tmp_path, 0, (0.90, 0.50, 0.50, 0.50), older=True)
+    _write(tmp_path, 1, (0.80, 0.70, 0.86, 0.81))
+    _write(tmp_path, 2, (0.84, 0.72, 0.84, 0.80), b_conv=1)
+    (tmp_path / "results" / "paper" / "exp1-authors_code-seed0-family.json").write_text("{}")
+    runs = seeds.collect(tmp_path, "exp1", "authors_code")
+    assert [r["seed"] for r in runs] == [0, 1, 2]
+    g = seeds.groups(runs)
+    assert list(g) == [seeds.CURRENT, "older preset (classifier)"]
+    assert [r["seed"] for r in g[seeds.CURRENT]] == [1, 2]
+    table = seeds.summary_table(g[seeds.CURRENT], "exp1")
+    m, sd = statistics.fmean([80.0, 84.0]), statistics.stdev([80.0, 84.0])
+    assert table.loc["A", ("accuracy", "ours, mean ± sd")] == f"{m:.2f} ± {sd:.2f} (n = 2)"
+    assert table.loc["A", ("accuracy", "published")] == "82.50"
+    assert table.loc["A", ("accuracy", "ours - published")] == f"{m - 82.5:+.2f}"
+    assert table.loc["B", ("weights", "ours, mean ± sd")] == "5,120 ± 0 (n = 2)"
+    # the older run alone: no sd, n = 1, never mixed into the current mean
+    old = seeds.summary_table(g["older preset (classifier)"], "exp1")
+    assert old.loc["A", ("accuracy", "ours, mean ± sd")] == "90.00 (n = 1)"
+    one = seeds.summary_table(g["older preset (classifier)"], "exp1", single=True)
+    assert one.loc["A", ("accuracy", "ours, seed 0")] == "90.00"
+    counts = seeds.counts_table(runs, "exp1")
+    assert list(counts.columns) == ["seed 0 (older preset)", "seed 1", "seed 2", "published"]
+    assert counts.loc["B", "seed 2"] == "17/1/10" and counts.loc["B", "published"] == "17/0/11"
+    cur = g[seeds.CURRENT]
+    assert seeds.penalty_sentences(cur)[0] == "B has no conv op in 1 of 2 seeds"
+    v = seeds.verdicts_by_seed(cur)
+    assert v.loc["Penalising conv (B) removes it", "seed 1"] == "supported"
+    assert v.loc["Penalising conv (B) removes it", "seed 2"] == "partly supported"
+    assert v.loc["Penalising conv (B) removes it", "supported in"] == "1 of 2 seeds"
+
+
+def test_mean_sd_values():
+    assert seeds.mean_sd([1, 2, 3]) == (2.0, 1.0, 3)
+    assert seeds.mean_sd([5]) == (5.0, None, 1)
+    assert seeds.pm(5.0, None, 1, ".2f") == "5.00 (n = 1)"
+
+
+def test_provenance_rows_name_dirty_commits_and_segments(tmp_path):
+    seg = dict(from_step=900, device="cpu (x86_64, 2 threads)", threads=2, commit="def5678+dirty", started="")
+    _write(tmp_path, 3, (0.8,) * 4, segments=[seg], commit="abc1234+dirty")
+    _write(tmp_path, 4, (0.8,) * 4)
+    t = seeds.provenance_table(seeds.collect(tmp_path, "exp1", "authors_code"))
+    row = t.loc["exp1-authors_code-seed3"]
+    assert row["dirty"] == "yes" and row["resumed segments"] == 1
+    assert "resumed at step 900: 2 thread(s), commit def5678+dirty (dirty)" in row["segments and threads"]
+    assert row["segments and threads"].startswith("steps before 900: not recorded")
+    assert t.loc["exp1-authors_code-seed4", "segments and threads"].startswith("not recorded")
+
+
+@pytest.mark.parametrize("name,seed", [("exp1-authors_code-seed12.json", 12), ("x-seedA.json", None)])
+def test_seed_of(name, seed):
+    assert seeds.seed_of(name) == seed
+
+
+def test_paper_runs_script_queues_unfinished_seeds_only():
+    import os
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "DRY_RUN": "1", "SEEDS": "0 1"}
+    out = subprocess.run(["bash", "scripts/paper_runs.sh", "exp1"], cwd=root, env=env, capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    assert "exp1-authors_code-seed0: finished" in out
+    assert "train --experiment exp1 --preset authors_code --seed 1 --profile paper" in out
+    out = subprocess.run(["bash", "scripts/paper_runs.sh", "exp1"], cwd=root, timeout=60, check=True,
+                         env={**env, "MODE": "retrain", "SEEDS": "0", "ARCHS": "B"}, capture_output=True,
+                         text=True).stdout
+    assert "retrain results/paper/exp1-authors_code-seed0.json --arch B --profile paper" in out
+
+
+def test_readme_block_shows_seed_groups_apart(tmp_path):
+    from hypernas import report
+    _write(tmp_path, 0, (0.90, 0.50, 0.50, 0.50), older=True)
+    _write(tmp_path, 1, (0.80, 0.70, 0.86, 0.81))
+    _write(tmp_path, 2, (0.84, 0.72, 0.84, 0.80), b_conv=1)
+    lines = report._readme_seed_groups(tmp_path, "exp1", "authors_code")
+    assert lines[0].startswith("Seeds 1, 2 (current preset; mean ± sd")
+    assert "| A | 82.00 ± 2.83 (n = 2) | 82.50 |" in "\n".join(lines)
+    assert "| B |" in "\n".join(lines) and "17/0/11, 17/1/10" in "\n".join(lines)
+    assert not any("Seeds 0" in x for x in lines)        # the older seed 0 alone: its own table above
+    block = report.readme_table(tmp_path)
+    assert "| A | 90.00 |" in block and "Seeds 1, 2" in block
