@@ -196,8 +196,9 @@ def explorer_figure(frames: dict):
     axis = dict(min=0, linewidth=1, ticks="outside")
     fig.update_ternaries(aaxis=dict(title="s pool", **axis), baxis=dict(title="s conv", **axis),
                          caxis=dict(title="s identity", **axis))
-    fig.update_layout(height=430 * rows, width=None, autosize=True,
-                      margin=dict(l=40, r=40, t=60, b=30), hoverlabel=dict(align="left"))
+    fig.update_layout(height=470 * rows, width=None, autosize=True,
+                      margin=dict(l=60, r=60, t=100, b=60), hoverlabel=dict(align="left"))
+    fig.update_annotations(yshift=40)          # the run's name above the "s pool" corner
     return fig
 
 

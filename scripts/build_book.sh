@@ -95,10 +95,15 @@ PY
 # empty it whenever anything else a chapter reads has changed: the library, the committed
 # results, the quick-profile runs, the bibliography, the executed experiment notebooks.
 CACHE="_build/.jupyter_cache"
-fingerprint="$( { git ls-files -co --exclude-standard -- hypernas results book/references.bib \
-                    | grep -v '^results/smoke/' ; \
-                  find results/quick book/generated -type f 2>/dev/null ; } \
-                | sort -u | while read -r f; do [[ -f "$f" ]] && sha256sum "$f"; done | sha256sum | cut -c1-64 )"
+inputs() {
+    git ls-files -co --exclude-standard -- hypernas results book/references.bib | grep -v '^results/smoke/'
+    for d in results/quick book/generated; do
+        if [[ -d "$d" ]]; then find "$d" -type f; fi
+    done
+}
+fingerprint="$(inputs | sort -u | while read -r f; do
+                   if [[ -f "$f" ]]; then sha256sum "$f"; fi
+               done | sha256sum | cut -c1-64)"
 if [[ -d "$CACHE" ]] && [[ "$(cat "$CACHE.inputs" 2>/dev/null)" != "$fingerprint" ]]; then
     echo "==> inputs of the chapters changed: emptying the execution cache $CACHE"
     rm -rf "$CACHE"

@@ -163,7 +163,11 @@ JS_LAYOUT_FACTS = r"""
       if (!parentPast) { out.overflow.push(`${describe(e)} reaches ${Math.round(r.right - right)} px past the main column`); }
       seen.add(e);
     } else if (scrolls) {
-      out.overflow.push(`${describe(e)} needs a horizontal scroll bar (${e.scrollWidth} px in ${e.clientWidth} px)`);
+      let p = e.parentElement, parentSeen = false;
+      while (p && p !== art) { if (seen.has(p)) { parentSeen = true; break; } p = p.parentElement; }
+      if (!parentSeen)
+        out.overflow.push(`${describe(e)} needs a horizontal scroll bar (${e.scrollWidth} px in ${e.clientWidth} px)`);
+      seen.add(e);                          // its contents are reported with it
     }
     if (out.overflow.length >= 8) break;
   }
