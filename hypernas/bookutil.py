@@ -224,15 +224,15 @@ def papermill_status(generated: Path, root: Path) -> pd.DataFrame:
         nb = nbformat.read(nb_path, as_version=4)
         pm = nb.metadata.get("papermill", {})
         params = pm.get("parameters", {})
-        commit = "?"
-        prov = _results_provenance(root, params)
-        if prov:
-            commit = prov.get("commit", "?")
+        prov = _results_provenance(root, params) or {}
+        commit = prov.get("commit", "?")
+        train_min = f"{prov['train_wall_s'] / 60:.1f}" if "train_wall_s" in prov else "?"
         rows.append({"page": nb_path.stem, "profile": params.get("profile", "?"),
                      "preset": params.get("preset", "?"), "seed": params.get("seed", "?"),
-                     "run time, s": f"{pm['duration']:.1f}" if pm.get("duration") else "?",
+                     "notebook run time, s": f"{pm['duration']:.1f}" if pm.get("duration") else "?",
+                     "training, min": train_min,
                      "executed (UTC)": (pm.get("end_time") or "?")[:19].replace("T", " "),
-                     "results commit": str(commit)[:12],
+                     "results commit": str(commit),
                      "cells": sum(c.cell_type == "code" for c in nb.cells)})
     return pd.DataFrame(rows).set_index("page") if rows else pd.DataFrame()
 
