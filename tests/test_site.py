@@ -96,8 +96,7 @@ def test_cached_execution_still_fails_the_build(tmp_path):
     assert execute["execute_notebooks"] == "cache" and execute["raise_on_error"] is True
     book = tmp_path / "book"
     book.mkdir()
-    (book / "_config.yml").write_text(yaml.safe_dump({"title": "t", "execute": execute,
-                                                      "sphinx": {"config": {"html_theme": "basic"}}}))
+    (book / "_config.yml").write_text(yaml.safe_dump({"title": "t", "execute": execute}))
     (book / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: page\n")
     header = "---\nkernelspec:\n  name: python3\n  display_name: Python 3\njupytext:\n  text_representation:\n    format_name: myst\n---\n"
     (book / "intro.md").write_text(header + "# Intro\n\n```{code-cell} ipython3\nprint('fine')\n```\n")
