@@ -122,17 +122,46 @@ def _type_of(op: str) -> str:
     return OP_TYPES[op]
 
 
-def family_frame(path) -> tuple[pd.DataFrame, dict]:
-    """One row per member of a family sweep, with s projected on the three op types
-    (pool, conv, identity): for three ops this is s itself; for more (exp2: five ops) the
-    coordinates of ops of one type are summed, a linear projection of the simplex onto
-    the triangle of types."""
+def family_frame(path, model_file=None) -> tuple[pd.DataFrame, dict]:
+    """The family of a sweep file, with s projected on the three op types (pool, conv,
+    identity): for three ops this is s itself; for more (exp2: five ops) the coordinates of
+    ops of one type are summed, a linear projection of the simplex onto the triangle of types.
+
+    With the run's ``model_file``, one row per point of the sweep's grid: the hypernetwork
+    gives each point its architecture, which must be one of the file's members, and each
+    member must cover exactly its recorded ``n_points`` (else ``ValueError``). Without it,
+    one row per member, at its representative s."""
     d = json.loads(Path(path).read_text())
     ops = d["provenance"]["ops"]
     types = [_type_of(o) for o in ops]
+    by_key = {tuple(m["genotype"]["normal"]) + tuple(m["genotype"]["reduce"]): m for m in d["members"]}
+    if model_file is not None:
+        import torch
+
+        from .family import points
+        from .train import load_model
+        model = load_model(model_file)
+        if list(model.ops) != list(ops):
+            raise ValueError(f"{model_file}: ops {model.ops} != the sweep's {ops}")
+        pts = points(len(ops), round(1 / d["provenance"]["grid_step"]))
+        if len(pts) != d["provenance"]["grid_points"]:
+            raise ValueError(f"{len(pts)} grid points, the sweep recorded {d['provenance']['grid_points']}")
+        with torch.no_grad():
+            idx = model.hypernet(pts).argmax(-1).flatten(1).tolist()
+        placed, count = [], {}
+        for p, row in zip(pts.tolist(), idx):
+            key = tuple(ops[i] for i in row)
+            if key not in by_key:
+                raise ValueError(f"grid point {p}: its architecture is not a member of {path}")
+            count[key] = count.get(key, 0) + 1
+            placed.append((p, by_key[key]))
+        wrong = [k for k, m in by_key.items() if count.get(k, 0) != m["n_points"]]
+        if wrong:
+            raise ValueError(f"{len(wrong)} member(s) of {path} cover another number of grid points")
+    else:
+        placed = [(m["s"], m) for m in d["members"]]
     rows = []
-    for m in d["members"]:
-        s = m["s"]
+    for s, m in placed:
         proj = {t: sum(v for v, tt in zip(s, types) if tt == t) for t in ("pool", "conv", "identity")}
         rows.append({
             **{f"s_{t}": v for t, v in proj.items()},
@@ -145,8 +174,8 @@ def family_frame(path) -> tuple[pd.DataFrame, dict]:
             "latency_ms": m["latency_ms"], "predicted_latency_ms": m["predicted_latency_ms"],
         })
     info = {"run": d["provenance"].get("run", Path(path).stem.removesuffix("-family")),
-            "ops": ops, "types": types, "projected": len(ops) > 3,
-            "provenance": d["provenance"]}
+            "ops": ops, "types": types, "projected": len(ops) > 3, "grid": model_file is not None,
+            "members": len(d["members"]), "provenance": d["provenance"]}
     return pd.DataFrame(rows), info
 
 
@@ -176,7 +205,7 @@ def explorer_figure(frames: dict):
     hi = max(df["test_acc"].max() for df, _ in frames.values())
     for i, (name, (df, info)) in enumerate(frames.items()):
         r, c = divmod(i, cols)
-        size = 6 + 14 * (df["n_points"] / df["n_points"].max()) ** 0.5
+        size = (7 if info["grid"] else 6 + 14 * (df["n_points"] / df["n_points"].max()) ** 0.5)
         custom = df[["ops", "normal", "reduce", "test_acc", "weights", "latency_ms",
                      "predicted_latency_ms", "s", "n_points"]].to_numpy()
         fig.add_trace(go.Scatterternary(
@@ -191,7 +220,7 @@ def explorer_figure(frames: dict):
                            "test accuracy %{customdata[3]:.2f} %<br>"
                            "weights %{customdata[4]:,}<br>"
                            "latency %{customdata[5]:.2f} ms (table predicts %{customdata[6]:.2f})<br>"
-                           "covers %{customdata[8]} grid points<extra></extra>")),
+                           "this architecture covers %{customdata[8]} grid points<extra></extra>")),
             row=r + 1, col=c + 1)
     axis = dict(min=0, linewidth=1, ticks="outside")
     fig.update_ternaries(aaxis=dict(title="s pool", **axis), baxis=dict(title="s conv", **axis),
