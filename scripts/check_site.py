@@ -12,9 +12,19 @@ Python package). For each page it checks that
 3. every same-origin link resolves to an existing file (HTTP 200), and its ``#fragment``,
    if any, names an element id of the target page;
 4. no request left localhost (external requests are recorded and aborted), no local
-   resource failed to load (HTTP >= 400) and no uncaught JavaScript error occurred.
+   resource failed to load (HTTP >= 400) and no uncaught JavaScript error occurred;
+5. nothing overflows the main column horizontally at 1280 px: the page does not scroll
+   sideways, and no table, figure, output or element of the article reaches past the
+   article's right edge or needs a horizontal scroll bar of its own (code input, in
+   ``.highlight`` blocks, may scroll);
+6. every glued number is rendered: no ``{glue`` role is left in the visible text and no
+   pasted glue element is empty;
+7. on the results, experiment and performance pages no code cell longer than
+   ``MAX_VISIBLE_CODE_LINES`` lines is visible unfolded (fold it with ``hide-input``);
+8. every interactive plotly figure has loaded plotly.js (from the site), drawn its plot,
+   and shows a hover label when the pointer is moved onto one of its points.
 
-It saves full-page screenshots of the intro and up to three more pages. Usage::
+It saves a full-page screenshot of every page. Usage::
 
     python scripts/check_site.py [_build/html] [--screenshots _build/screenshots]
 
@@ -43,6 +53,11 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
 ]
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+# rule 7: pages where long code must be folded, and how long is long
+FOLD_CODE_PAGES = re.compile(r"(^|/)(results|performance|experiments|exp\d[^/]*)\.html$")
+MAX_VISIBLE_CODE_LINES = 15
+# rule 5: tolerance of the overflow check, in CSS pixels
+OVERFLOW_SLACK_PX = 2
 # folders of the built site that hold assets or sources, not pages
 NON_PAGE_DIRS = {"_static", "_sources", "_images", "_downloads"}
 
@@ -111,6 +126,77 @@ JS_PAGE_FACTS = r"""
     .map(e => e.id || e.getAttribute('name'));
   return {text, mathCount: math.length, unrendered, texErrors, images, links, ids,
           hasMathJax: !!window.MathJax};
+}
+"""
+
+JS_LAYOUT_FACTS = r"""
+([slack]) => {
+  const out = {overflow: [], glue: [], longCode: []};
+  const vw = document.documentElement.clientWidth;
+  if (document.documentElement.scrollWidth > vw + slack)
+    out.overflow.push(`the page scrolls sideways: ${document.documentElement.scrollWidth} px > ${vw} px`);
+  const art = document.querySelector('article.bd-article') || document.querySelector('main') || document.body;
+  const right = art.getBoundingClientRect().right;
+  const seen = new Set();
+  const describe = e => {
+    const cls = (e.className && e.className.baseVal === undefined ? e.className : '') || '';
+    const txt = (e.textContent || '').trim().replace(/\s+/g, ' ').slice(0, 60);
+    return `<${e.tagName.toLowerCase()}${cls ? ' class="' + String(cls).slice(0, 40) + '"' : ''}> "${txt}"`;
+  };
+  for (const e of art.querySelectorAll('*')) {
+    if (e.closest('.highlight, mjx-container, .MathJax, script, style')) continue;
+    const pl = e.closest('.plotly-graph-div');
+    if (pl && pl !== e) continue;              // plotly's own layers: the figure div counts
+    if (typeof e.checkVisibility === 'function' && !e.checkVisibility()) continue;
+    const r = e.getBoundingClientRect();
+    if (r.width === 0 || r.height === 0) continue;
+    const cs = getComputedStyle(e);
+    const scrolls = (cs.overflowX === 'auto' || cs.overflowX === 'scroll')
+                    && e.scrollWidth > e.clientWidth + slack;
+    let pastEdge = r.right > right + slack;
+    if (pastEdge) {                         // only report the outermost offender
+      let p = e.parentElement, parentPast = false;
+      while (p && p !== art) {
+        if (seen.has(p)) { parentPast = true; break; }
+        p = p.parentElement;
+      }
+      if (!parentPast) { out.overflow.push(`${describe(e)} reaches ${Math.round(r.right - right)} px past the main column`); }
+      seen.add(e);
+    } else if (scrolls) {
+      let p = e.parentElement, parentSeen = false;
+      while (p && p !== art) { if (seen.has(p)) { parentSeen = true; break; } p = p.parentElement; }
+      if (!parentSeen)
+        out.overflow.push(`${describe(e)} needs a horizontal scroll bar (${e.scrollWidth} px in ${e.clientWidth} px)`);
+      seen.add(e);                          // its contents are reported with it
+    }
+    if (out.overflow.length >= 8) break;
+  }
+  // rule 6: glue
+  const clone = document.body.cloneNode(true);
+  clone.querySelectorAll('pre, code, script, style').forEach(e => e.remove());
+  const m = clone.textContent.match(/\{glue(:[a-z]+)?\}[^\s]*/g);
+  if (m) out.glue.push(...m.slice(0, 5).map(x => `unrendered glue role ${x}`));
+  document.querySelectorAll('.pasted-text, .pasted-inline, .pasted-block').forEach(e => {
+    if (!e.textContent.trim() && !e.querySelector('img, svg, table')) out.glue.push('an empty pasted glue element');
+  });
+  // rule 7: visible code cells
+  document.querySelectorAll('.cell_input, div.cell_input').forEach(e => {
+    if (typeof e.checkVisibility === 'function' && !e.checkVisibility()) return;
+    const pre = e.querySelector('pre');
+    if (!pre) return;
+    const n = pre.textContent.replace(/\s+$/, '').split('\n').length;
+    out.longCode.push({n, first: pre.textContent.trim().split('\n')[0].slice(0, 60)});
+  });
+  return out;
+}
+"""
+
+JS_PLOTLY_FACTS = r"""
+() => {
+  const divs = Array.from(document.querySelectorAll('.plotly-graph-div'));
+  return {n: divs.length, hasPlotly: typeof window.Plotly !== 'undefined',
+          drawn: divs.filter(d => d.querySelector('.main-svg')).length,
+          points: document.querySelectorAll('.plotly-graph-div .scatterlayer .point').length};
 }
 """
 
@@ -200,10 +286,34 @@ class _LinkChecker:
         return self.status[url]
 
 
+def _hover_check(page, name: str, timeout_ms: int) -> list[str]:
+    """Move the pointer onto points of the first plotly figure (one in the middle of the
+    list first: points on the corners of a ternary plot can sit under its axis lines); a
+    hover label must appear for at least one of up to four points."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    points = page.locator(".plotly-graph-div").first.locator(".scatterlayer .point")
+    n = points.count()
+    for i in dict.fromkeys([n // 2, n // 3, (2 * n) // 3, 0]):
+        point = points.nth(i)
+        try:
+            point.scroll_into_view_if_needed(timeout=timeout_ms)
+            box = point.bounding_box()
+            if box is None:
+                continue
+            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            page.wait_for_function(
+                "() => Array.from(document.querySelectorAll('.hoverlayer .hovertext'))"
+                ".some(e => e.textContent.trim().length > 0)", timeout=3_000)
+            return []
+        except PlaywrightTimeout:
+            page.mouse.move(0, 0)
+    return [f"{name}: no hover label when the pointer is on a plotly point"]
+
+
 def check_site(
     html_dir: str | Path,
     screenshot_dir: str | Path | None = None,
-    n_screenshots: int = 4,
+    n_screenshots: int | None = None,
     timeout_ms: int = 30_000,
     log=print,
 ) -> list[str]:
@@ -232,13 +342,13 @@ def check_site(
         return (not is_intro, -rich, str(rel))
 
     shoot = set()
-    if screenshot_dir is not None and n_screenshots > 0:
+    if screenshot_dir is not None and (n_screenshots is None or n_screenshots > 0):
         candidates = [
             p for p in pages
             if _redirect_target((root / p).read_text("utf-8", "replace")) is None
             and p.name not in ("search.html", "genindex.html")
         ]
-        shoot = set(sorted(candidates, key=_score)[:n_screenshots])
+        shoot = set(sorted(candidates, key=_score)[:n_screenshots])   # None: every page
 
     with _Server(root) as server, sync_playwright() as pw:
         links = _LinkChecker(server.base)
@@ -349,6 +459,30 @@ def check_site(
                 elif frag and doc in links.ids and frag not in links.ids[doc]:
                     page_failures.append(f"{name}: link {raw}: no element with id {frag!r}")
 
+            # (v)-(vii) layout, glue and folded code
+            layout = page.evaluate(JS_LAYOUT_FACTS, [OVERFLOW_SLACK_PX])
+            for o in layout["overflow"]:
+                page_failures.append(f"{name}: horizontal overflow at 1280 px: {o}")
+            for g in layout["glue"]:
+                page_failures.append(f"{name}: {g}")
+            if FOLD_CODE_PAGES.search(name):
+                for c in layout["longCode"]:
+                    if c["n"] > MAX_VISIBLE_CODE_LINES:
+                        page_failures.append(
+                            f"{name}: a code cell of {c['n']} lines (> {MAX_VISIBLE_CODE_LINES}) is "
+                            f"visible unfolded: {c['first']!r}")
+
+            # (viii) interactive plotly figures: loaded, drawn, and answering the pointer
+            pf = page.evaluate(JS_PLOTLY_FACTS)
+            if pf["n"]:
+                if not pf["hasPlotly"]:
+                    page_failures.append(f"{name}: plotly figure but plotly.js did not load")
+                elif pf["drawn"] < pf["n"] or not pf["points"]:
+                    page_failures.append(f"{name}: {pf['n']} plotly figure(s), {pf['drawn']} drawn, "
+                                         f"{pf['points']} points")
+                else:
+                    page_failures.extend(_hover_check(page, name, timeout_ms))
+
             # (iv) external requests
             for ext in external[n_external_before:]:
                 page_failures.append(f"{name}: request to an external host: {ext}")
@@ -379,7 +513,8 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="folder for the screenshots (default: <html_dir>/../screenshots)",
     )
-    parser.add_argument("-n", "--n-screenshots", type=int, default=4)
+    parser.add_argument("-n", "--n-screenshots", type=int, default=None,
+                        help="screenshot only this many pages (default: every page)")
     args = parser.parse_args(argv)
     html_dir = Path(args.html_dir)
     shots = Path(args.screenshots) if args.screenshots else html_dir.resolve().parent / "screenshots"
