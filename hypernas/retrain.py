@@ -158,7 +158,8 @@ def build_network(cfg, genotype, s, seed, drop_state):
     supernet's, under ``seed``), plain convolutions (trainable), drop-path on every op
     but the stride-1 identity and a re-initialised linear classifier."""
     from .data import DATASETS
-    from .derived import DerivedNetwork, KernelConv2d
+    from .derived import DerivedNetwork
+    from .fast.inference import KernelConv2d
     from .train import build_model
     torch.manual_seed(seed)
     fresh = build_model(cfg, DATASETS[cfg["dataset"]]["channels"])
@@ -191,7 +192,7 @@ def retrain(src, profile="smoke", root=None, seed=0, data_dir=None, log=print, d
     ``device`` (``"auto"``: a GPU when there is one); returns the results dict after
     writing it atomically (see the module docstring)."""
     from .data import augment, load
-    from .derived import accuracy
+    from .evaluation import accuracy
     from .files import temp_beside, write_json
     from .genotype import op_counts, weight_count_of
     from .provenance import device_name, git_commit

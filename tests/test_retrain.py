@@ -103,7 +103,7 @@ def test_stopped_retrain_resumes_from_its_checkpoint(tiny_model, tmp_path, monke
     """Stopped after epoch 1 of 2, the same call resumes at epoch 2 (a second segment)."""
     monkeypatch.setitem(retrain.RETRAIN_PROFILES, "smoke", dict(epochs=2, train_images=96, test_images=100))
     src = retrain.resolve_source(tiny_model, s=[0.2, 0.3, 0.5])
-    import hypernas.derived as derived
+    import hypernas.evaluation as derived
     real, calls = derived.accuracy, []
 
     def stop_in_epoch_two(*a, **k):
