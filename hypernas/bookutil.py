@@ -147,7 +147,7 @@ def family_frame(path, model_file=None) -> tuple[pd.DataFrame, dict]:
         if len(pts) != d["provenance"]["grid_points"]:
             raise ValueError(f"{len(pts)} grid points, the sweep recorded {d['provenance']['grid_points']}")
         with torch.no_grad():
-            idx = model.hypernet(pts).argmax(-1).flatten(1).tolist()
+            idx = model.alpha(pts, check=False).argmax(-1).flatten(1).tolist()
         placed, count = [], {}
         for p, row in zip(pts.tolist(), idx):
             key = tuple(ops[i] for i in row)

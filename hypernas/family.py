@@ -62,7 +62,7 @@ def _key(g: Genotype) -> tuple:
 def distinct_genotypes(model, pts: torch.Tensor) -> list[dict]:
     """Group the points by genotype.  Returns one dict per distinct genotype, in order of
     first appearance: ``genotype``, ``s`` (the representative), ``n_points``."""
-    alpha = model.hypernet(pts.to(model.hypernet.reference_logits.device))
+    alpha = model.alpha(pts.to(next(model.hypernet_parameters()).device), check=False)  # grid: on the simplex
     idx = alpha.argmax(-1).flatten(1).cpu()                   # (P, 2 * edges)
     groups: dict[tuple, list[int]] = {}
     for p, row in enumerate(idx.tolist()):

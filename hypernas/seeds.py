@@ -172,10 +172,14 @@ def provenance_row(run) -> dict:
     commit = str(p.get("commit", "unknown"))
     if p.get("commit_reported_on_device"):
         commit += f" (git on the device said {p['commit_reported_on_device']})"
+    if str(p.get("commit", "")).endswith("+dirty"):
+        commit += " (uncommitted changes)"
+    if segs:
+        resumed = len([s for s in segs if s["from_step"] > 0])
+        seg_text = f"{resumed} resumed: {seg_text}"
     return {"run": Path(run["path"]).stem, "preset group": run["group"], "device": p["device"],
-            "commit": commit, "dirty": "yes" if str(p.get("commit", "")).endswith("+dirty") else "no",
-            "resumed segments": "?" if segs is None else len([s for s in segs if s["from_step"] > 0]),
-            "segments and threads": seg_text, "training, min": round(p["train_wall_s"] / 60, 1)}
+            "commit": commit, "training segments and threads": seg_text,
+            "training, min": round(p["train_wall_s"] / 60, 1)}
 
 
 def provenance_table(runs) -> pd.DataFrame:

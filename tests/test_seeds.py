@@ -76,10 +76,12 @@ def test_provenance_rows_name_dirty_commits_and_segments(tmp_path):
     _write(tmp_path, 4, (0.8,) * 4)
     t = seeds.provenance_table(seeds.collect(tmp_path, "exp1", "authors_code"))
     row = t.loc["exp1-authors_code-seed3"]
-    assert row["dirty"] == "yes" and row["resumed segments"] == 1
-    assert "resumed at step 900: 2 thread(s), commit def5678+dirty (dirty)" in row["segments and threads"]
-    assert row["segments and threads"].startswith("steps before 900: not recorded")
-    assert t.loc["exp1-authors_code-seed4", "segments and threads"].startswith("not recorded")
+    assert row["commit"] == "abc1234+dirty (uncommitted changes)"
+    text = row["training segments and threads"]
+    assert "resumed at step 900: 2 thread(s), commit def5678+dirty (dirty)" in text
+    assert text.startswith("1 resumed: steps before 900: not recorded")
+    assert t.loc["exp1-authors_code-seed4", "training segments and threads"].startswith("not recorded")
+    assert "uncommitted" not in t.loc["exp1-authors_code-seed4", "commit"]
 
 
 @pytest.mark.parametrize("name,seed", [("exp1-authors_code-seed12.json", 12), ("x-seedA.json", None)])
