@@ -398,7 +398,7 @@ def _readme_seed_groups(root, exp, preset) -> list:
         if [r["seed"] for r in runs] == [0]:
             continue
         t = seeds.summary_table(runs, exp)
-        out += [f"Seeds {', '.join(str(r['seed']) for r in runs)} ({label}; mean ± sd, n runs, "
+        out += [f"Seed{'s' if len(runs) > 1 else ''} {', '.join(str(r['seed']) for r in runs)} ({label}; mean ± sd, n runs, "
                 "never averaged across preset groups):", "",
                 "| | test acc. %, mean ± sd | published | weights, mean ± sd | published | "
                 "pool/conv/identity of each seed |", "|---|---:|---:|---:|---:|---|"]

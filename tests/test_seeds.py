@@ -94,11 +94,13 @@ def test_paper_runs_script_queues_unfinished_seeds_only():
     import subprocess
     from pathlib import Path
     root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "DRY_RUN": "1", "SEEDS": "0 1"}
+    env = {**os.environ, "DRY_RUN": "1", "SEEDS": "0 97"}          # 97: a seed never committed
+    assert not (root / "results" / "paper" / "exp1-authors_code-seed97.json").exists()
     out = subprocess.run(["bash", "scripts/paper_runs.sh", "exp1"], cwd=root, env=env, capture_output=True,
                          text=True, timeout=60, check=True).stdout
     assert "exp1-authors_code-seed0: finished" in out
-    assert "train --experiment exp1 --preset authors_code --seed 1 --profile paper" in out
+    assert "train --experiment exp1 --preset authors_code --seed 97 --profile paper" in out
+    assert "--seed 0 " not in out
     out = subprocess.run(["bash", "scripts/paper_runs.sh", "exp1"], cwd=root, timeout=60, check=True,
                          env={**env, "MODE": "retrain", "SEEDS": "0", "ARCHS": "B"}, capture_output=True,
                          text=True).stdout
