@@ -10,6 +10,8 @@
 #   MODE=retrain ARCHS="A B C D" SEEDS=0 bash scripts/paper_runs.sh exp1   # hypernas retrain --profile paper
 #   MODE=retrain ARCHS= MEMBERS="0 8 15" SEEDS=0 bash scripts/paper_runs.sh exp1   # members of the family file
 #     (hypernas.retrain.spread_members(family, 8) picks members spread over the weights)
+#   RETRAIN_PROFILE=short MODE=retrain ...   # the protocol compressed to 10 epochs (a labelled proxy;
+#     files results/paper/retrain/<run>-<arch>-short.json); default paper (the authors' protocol)
 #   DRY_RUN=1 ...                                                       # print the queue only
 #   RETRAIN_DEVICE=cuda ...          # retrain on a GPU (hypernas retrain --device; default cpu)
 #
@@ -22,6 +24,9 @@ cd "$(dirname "$0")/.."
 PRESET=${PRESET:-authors_code}
 SEEDS=${SEEDS:-0}
 MODE=${MODE:-train}
+RETRAIN_PROFILE=${RETRAIN_PROFILE:-paper}
+case "$RETRAIN_PROFILE" in paper) SUFFIX= ;; short) SUFFIX=-short ;;
+  *) echo "RETRAIN_PROFILE must be paper or short, not $RETRAIN_PROFILE" >&2; exit 2 ;; esac
 ARCHS=${ARCHS:-A B C D}
 JOBS=${JOBS:-2}
 HYPERNAS=${HYPERNAS:-.venv/bin/hypernas}
@@ -38,12 +43,12 @@ for exp in "$@"; do
     elif [ "$MODE" = retrain ]; then
       if [ ! -f "results/paper/$name.json" ]; then echo "$name: no results file to retrain from yet"; continue; fi
       for arch in $ARCHS; do
-        if [ -f "results/paper/retrain/$name-$arch.json" ]; then echo "$name-$arch: retrained already"; continue; fi
-        queue+=("$name-$arch-retrain|$HYPERNAS retrain results/paper/$name.json --arch $arch --profile paper --device ${RETRAIN_DEVICE:-cpu}")
+        if [ -f "results/paper/retrain/$name-$arch$SUFFIX.json" ]; then echo "$name-$arch$SUFFIX: retrained already"; continue; fi
+        queue+=("$name-$arch$SUFFIX-retrain|$HYPERNAS retrain results/paper/$name.json --arch $arch --profile $RETRAIN_PROFILE --device ${RETRAIN_DEVICE:-cpu}")
       done
       for m in ${MEMBERS:-}; do
-        if [ -f "results/paper/retrain/$name-m$m.json" ]; then echo "$name-m$m: retrained already"; continue; fi
-        queue+=("$name-m$m-retrain|$HYPERNAS retrain results/paper/$name-family.json --member $m --profile paper --device ${RETRAIN_DEVICE:-cpu}")
+        if [ -f "results/paper/retrain/$name-m$m$SUFFIX.json" ]; then echo "$name-m$m$SUFFIX: retrained already"; continue; fi
+        queue+=("$name-m$m$SUFFIX-retrain|$HYPERNAS retrain results/paper/$name-family.json --member $m --profile $RETRAIN_PROFILE --device ${RETRAIN_DEVICE:-cpu}")
       done
     else
       echo "MODE must be train or retrain, not $MODE" >&2; exit 2

@@ -97,6 +97,35 @@ def test_protocol_table_and_kendall_from_files():
     # inherited order D < B < A < C, retrained B < C < A < D: 2 concordant, 4 discordant pairs
     tau, n = retrain.kendall_by_run(files)["exp1-authors_code-seed0"]
     assert n == 4 and abs(tau - (2 - 4) / 6) < 1e-12
+    # a short-protocol file never enters the full protocol's tau, nor the reverse
+    short = [f(k, inh, ret, g, epochs=10) for k, inh, ret, g in
+             (("A", 0.8, 0.7, "a"), ("B", 0.7, 0.6, "b"), ("C", 0.85, 0.9, "c"))]
+    assert retrain.kendall_by_run(files + short)["exp1-authors_code-seed0"] == (tau, n)
+    assert retrain.kendall_by_run(files + short, epochs_run=10)["exp1-authors_code-seed0"] == (1.0, 3)
+
+
+def test_short_profile_compresses_the_protocol_and_files_beside_the_paper_ones(tiny_model, tmp_path, monkeypatch):
+    """The short profile: its own file name under paper/, the drop-path probability
+    following the fraction of training (so it ends where the full protocol would), the
+    cosine schedule run to 0 over its own epochs, and the file saying it is compressed."""
+    monkeypatch.setitem(retrain.RETRAIN_PROFILES, "short",
+                        dict(retrain.RETRAIN_PROFILES["short"], epochs=4, train_images=96, test_images=100))
+    src = retrain.resolve_source(tiny_model, s=[0.2, 0.3, 0.5])
+    assert retrain.out_path(src, "short", tmp_path) == (
+        tmp_path / "paper" / "retrain" / "exp1-authors_code-seed0-s0.200-0.300-0.500-short.json")
+    assert retrain.out_path(src, "paper", tmp_path) == (
+        tmp_path / "paper" / "retrain" / "exp1-authors_code-seed0-s0.200-0.300-0.500.json")
+    res = retrain.retrain(src, "short", tmp_path, log=lambda *_: None)
+    hist = res["retrained"]["epochs"]
+    per_epoch = retrain.PROTOCOLS["fashion_mnist"]["drop_path_per_epoch"]
+    assert [h["drop_path"] for h in hist] == pytest.approx([per_epoch * e * 100 / 4 for e in range(4)])
+    lrs = [h["lr"] for h in hist]
+    assert lrs[0] == pytest.approx(0.025) and all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[-1] > 0
+    assert res["protocol"]["epochs_run"] == 4 and res["protocol"]["epochs"] == 100
+    assert "compressed" in res["protocol"]["drop_path"]
+    assert retrain.out_path(src, "short", tmp_path).exists()
+    # the full protocol keeps the authors' rule
+    assert retrain.drop_path_prob(per_epoch, 50, 100, 100) == pytest.approx(per_epoch * 50)
 
 
 def test_stopped_retrain_resumes_from_its_checkpoint(tiny_model, tmp_path, monkeypatch):
