@@ -37,8 +37,8 @@ those epochs and the drop-path probability following the *fraction* of training 
     p(epoch) = drop_path_per_epoch * epoch * epochs_of_the_protocol / epochs_run,
 
 so that it ends where the full protocol's would (for ``paper`` this is the authors' rule).
-It is a cheaper proxy for ranking architectures (about an hour per exp1 architecture on
-one CPU thread instead of 16-31), never the authors' protocol: its files say so
+It is a cheaper proxy for ranking architectures (a tenth of the Fashion-MNIST protocol's
+cost: see the estimates in ``results/retrain-cost/``), never the authors' protocol: its files say so
 (``protocol.epochs_run`` < ``protocol.epochs``), and the results chapter keeps its Kendall
 tau apart from the full protocol's.
 
