@@ -118,8 +118,11 @@ def main():
             if (src / "checkpoint.pt").is_file():
                 shutil.copytree(src, work / "results" / a.profile / src.name, dirs_exist_ok=True)
                 print(f"resuming {src.name} from {src}", flush=True)
+        from hypernas import retrain as rt
         for spec in a.retrain:
-            ck = Path(a.resume_from) / retrain_profile / "retrain" / f"{spec.replace(':', '-')}.checkpoint.pt"
+            run, _, arch = spec.partition(":")
+            src = rt.resolve_source(REPO / "results" / "paper" / f"{run}.json", arch=arch)
+            ck = rt.out_path(src, retrain_profile, root=a.resume_from).with_suffix(".checkpoint.pt")
             if ck.is_file():
                 retrain_dir.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(ck, retrain_dir / ck.name)
