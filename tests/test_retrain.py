@@ -88,12 +88,14 @@ def test_protocol_table_and_kendall_from_files():
         return dict(source=dict(run="exp1-authors_code-seed0", label=label), inherited_test_acc=inh,
                     retrained=dict(final_test_acc=ret, best_test_acc=ret + 0.01),
                     architecture=dict(weights=10, genotype=dict(normal=[normal], reduce=[])),
-                    protocol=dict(epochs_run=epochs, epochs=100), cost=dict(paper_protocol_estimate_h=1.0))
+                    protocol=dict(epochs_run=epochs, epochs=100),
+                    cost=dict(paper_protocol_estimate_h=1.0, measured_wall_s=epochs * 36.0, threads=1))
     files = [f("A", 0.80, 0.90, "a"), f("B", 0.70, 0.85, "b"), f("C", 0.85, 0.88, "c"),
              f("D", 0.60, 0.95, "d"), f("m1", 0.5, 0.5, "e", epochs=1)]      # a smoke run: left out
     t = retrain.protocol_table(files)
     assert list(t["architecture"]) == ["A", "B", "C", "D", "m1"]
     assert abs(t.loc[0, "retrained - inherited"] - 10.0) < 1e-9
+    assert list(t["this run, h"]) == pytest.approx([1.0, 1.0, 1.0, 1.0, 0.01])   # measured_wall_s / 3600
     # inherited order D < B < A < C, retrained B < C < A < D: 2 concordant, 4 discordant pairs
     tau, n = retrain.kendall_by_run(files)["exp1-authors_code-seed0"]
     assert n == 4 and abs(tau - (2 - 4) / 6) < 1e-12
