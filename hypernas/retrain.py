@@ -395,6 +395,24 @@ def collect(root, profile="paper", results_root=None) -> list:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
 
 
+def in_progress(root, profile="paper", results_root=None) -> list:
+    """Retrainings stopped between epochs (a ``.checkpoint.pt`` under
+    ``results/<profile>/retrain/`` without its results file, e.g. committed at the end of a
+    time-boxed session): ``{name, epoch, epochs, wall_h, last_test_acc}`` each, read with
+    ``weights_only`` (no code runs)."""
+    folder = Path(results_root or Path(root) / "results") / profile / "retrain"
+    rows = []
+    for ck in sorted(folder.glob("*.checkpoint.pt")):
+        name = ck.name[:-len(".checkpoint.pt")]
+        if (folder / f"{name}.json").exists():
+            continue
+        st = torch.load(ck, map_location="cpu", weights_only=True)
+        hist = st["history"]
+        rows.append(dict(name=name, epoch=st["epoch"], epochs=st["ident"]["epochs"], wall_h=st["wall_s"] / 3600,
+                         last_test_acc=hist[-1]["test_acc"] if hist else None))
+    return rows
+
+
 def protocol_table(files):
     """One row per retrained architecture: the two protocols side by side (inherited
     weights + BatchNorm re-estimated, and retrained from scratch), with the wall time this

@@ -147,11 +147,15 @@ def test_stopped_retrain_resumes_from_its_checkpoint(tiny_model, tmp_path, monke
         retrain.retrain(src, "smoke", tmp_path, log=lambda *_: None)
     ckpt = retrain.out_path(src, "smoke", tmp_path).with_suffix(".checkpoint.pt")
     assert ckpt.exists() and not retrain.out_path(src, "smoke", tmp_path).exists()
+    (stopped,) = retrain.in_progress(tmp_path, "smoke", results_root=tmp_path)   # what the book lists
+    assert stopped["name"] == retrain.out_path(src, "smoke", tmp_path).stem
+    assert (stopped["epoch"], stopped["epochs"]) == (1, 2) and 0 <= stopped["last_test_acc"] <= 1
     monkeypatch.setattr(derived, "accuracy", real)
     res = retrain.retrain(src, "smoke", tmp_path, log=lambda *_: None)
     assert [h["epoch"] for h in res["retrained"]["epochs"]] == [1, 2]
     assert [s["from_epoch"] for s in res["provenance"]["segments"]] == [0, 1]
     assert not ckpt.exists()
+    assert retrain.in_progress(tmp_path, "smoke", results_root=tmp_path) == []
 
 
 def test_spread_members_covers_the_weight_range():
