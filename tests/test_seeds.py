@@ -105,6 +105,16 @@ def test_paper_runs_script_queues_unfinished_seeds_only():
                          env={**env, "MODE": "retrain", "SEEDS": "0", "ARCHS": "B"}, capture_output=True,
                          text=True).stdout
     assert "retrain results/paper/exp1-authors_code-seed0.json --arch B --profile paper" in out
+    # the script's own file names (SUFFIX per RETRAIN_PROFILE) are those hypernas.retrain writes
+    from hypernas import retrain
+    src = retrain.resolve_source(root / "results" / "paper" / "exp1-authors_code-seed0.json", arch="B")
+    for profile in ("paper", "short"):
+        done = retrain.out_path(src, profile, root / "results")
+        out = subprocess.run(["bash", "scripts/paper_runs.sh", "exp1"], cwd=root, timeout=60, check=True,
+                             env={**env, "MODE": "retrain", "SEEDS": "0", "ARCHS": "B", "RETRAIN_PROFILE": profile},
+                             capture_output=True, text=True).stdout
+        assert (f"{done.stem}: retrained already" in out) if done.exists() else (
+            f"--profile {profile} " in out and f"> logs/{done.stem}-retrain.out" in out), out
 
 
 def test_readme_block_shows_seed_groups_apart(tmp_path):
