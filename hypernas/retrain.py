@@ -434,6 +434,22 @@ def protocol_table(files):
     return pd.DataFrame(rows)
 
 
+def provenance_table(files):
+    """Where each retraining ran: one row per results file with its commit (marked when
+    dirty), device, each segment (the epoch it started or resumed at, threads, commit) and
+    its wall time (training and per-epoch tests, all segments)."""
+    import pandas as pd
+    rows = []
+    for r in files:
+        p, src = r["provenance"], r["source"]
+        segs = "; ".join(f"from epoch {s['from_epoch']}: {s['threads']} thread(s), commit {s['commit']}"
+                         + (" (dirty)" if str(s["commit"]).endswith("+dirty") else "") for s in p["segments"])
+        rows.append({"retraining": f"{src['run']}-{src['label']}", "epochs": r["protocol"]["epochs_run"],
+                     "device": p["device"], "commit": p["commit"], "segments": segs,
+                     "wall, h": round(r["cost"]["measured_wall_s"] / 3600, 2), "finished": p["finished"]})
+    return pd.DataFrame(rows)
+
+
 def kendall_by_run(files, min_members=2, epochs_run=None) -> dict:
     """``{run: (tau, n)}``: Kendall's tau-b between inherited and retrained (last epoch)
     accuracy over the distinct architectures retrained from one run (``n >= min_members``;

@@ -96,6 +96,15 @@ def test_protocol_table_and_kendall_from_files():
     assert list(t["architecture"]) == ["A", "B", "C", "D", "m1"]
     assert abs(t.loc[0, "retrained - inherited"] - 10.0) < 1e-9
     assert list(t["this run, h"]) == pytest.approx([1.0, 1.0, 1.0, 1.0, 0.01])   # measured_wall_s / 3600
+    for r in files:
+        r["provenance"] = dict(device="cpu", commit="abc1234", finished="2026-12-03 09:29:08 UTC",
+                               segments=[dict(from_epoch=0, threads=1, commit="abc1234")])
+    files[0]["provenance"]["segments"].append(dict(from_epoch=4, threads=1, commit="def5678+dirty"))
+    prov = retrain.provenance_table(files)
+    assert prov.loc[0, "segments"] == ("from epoch 0: 1 thread(s), commit abc1234; "
+                                       "from epoch 4: 1 thread(s), commit def5678+dirty (dirty)")
+    assert list(prov["retraining"])[:2] == ["exp1-authors_code-seed0-A", "exp1-authors_code-seed0-B"]
+    assert list(prov["wall, h"]) == [1.0, 1.0, 1.0, 1.0, 0.01]
     # inherited order D < B < A < C, retrained B < C < A < D: 2 concordant, 4 discordant pairs
     tau, n = retrain.kendall_by_run(files)["exp1-authors_code-seed0"]
     assert n == 4 and abs(tau - (2 - 4) / 6) < 1e-12
