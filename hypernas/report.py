@@ -384,6 +384,7 @@ def readme_table(root) -> str:
                        f"{int(ours[k]['Parameters']):,} | {int(pub[k]['Parameters']):,} | {counts(ours)} | {counts(pub)} |")
         out.append("")
         out += _readme_seed_groups(root, exp, preset)
+    out += _readme_retrain(root)
     out += _readme_audit()
     out.append(README_END)
     return "\n".join(out)
@@ -407,6 +408,32 @@ def _readme_seed_groups(root, exp, preset) -> list:
             out.append(f"| {k} | {t.loc[k, ('accuracy', 'ours, mean ± sd')]} | {t.loc[k, ('accuracy', 'published')]} | "
                        f"{t.loc[k, ('weights', 'ours, mean ± sd')]} | {t.loc[k, ('weights', 'published')]} | {every} |")
         out.append("")
+    return out
+
+
+def _readme_retrain(root) -> list:
+    """The retrainings from scratch that have finished (hypernas.retrain): inherited beside
+    retrained accuracy, the protocol's epochs actually run, the wall time; Kendall's tau per
+    run and protocol where two or more distinct architectures are retrained."""
+    from . import retrain
+    files = retrain.collect(root, "paper")
+    if not files:
+        return []
+    out = ["Retrained from scratch (`hypernas retrain`; the authors' protocol is 100 epochs, the short "
+           f"proxy {retrain.SHORT_EPOCHS}; last epoch's test accuracy):", "",
+           "| run | arch | weights | inherited % | retrained % | epochs | wall, h (threads) |",
+           "|---|---|---:|---:|---:|---|---:|"]
+    for r in files:
+        inh = r["inherited_test_acc"]
+        out.append(f"| {r['source']['run']} | {r['source']['label']} | {r['architecture']['weights']:,} | "
+                   f"{'n/a' if inh is None else f'{100 * inh:.2f}'} | {100 * r['retrained']['final_test_acc']:.2f} | "
+                   f"{r['protocol']['epochs_run']} of {r['protocol']['epochs']} | "
+                   f"{r['cost']['measured_wall_s'] / 3600:.2f} ({r['cost']['threads']}) |")
+    out.append("")
+    for label, e in (("the authors' protocol", None), (f"the {retrain.SHORT_EPOCHS}-epoch proxy", retrain.SHORT_EPOCHS)):
+        for run, (tau, n) in retrain.kendall_by_run(files, epochs_run=e).items():
+            out += [f"Kendall's tau, inherited vs retrained with {label}, `{run}`: {tau:.2f} over {n} distinct "
+                    "architectures" + (" (fewer than 8: indicative only)." if n < 8 else "."), ""]
     return out
 
 

@@ -85,3 +85,23 @@ def test_provenance_lists_training_segments():
     res["provenance"]["training_segments"] = []
     assert "not recorded" in report.provenance(res).loc["training_segments", "value"]
     assert report.provenance(res).loc["train_wall_min", "value"] == "10.0"
+
+
+def test_readme_block_lists_retrainings_and_their_tau(tmp_path):
+    import json
+    folder = tmp_path / "results" / "paper" / "retrain"
+    folder.mkdir(parents=True)
+    for label, inh, ret, op in (("A", 0.80, 0.85, "a"), ("B", 0.70, 0.75, "b"), ("C", 0.90, 0.70, "c")):
+        (folder / f"exp1-authors_code-seed0-{label}-short.json").write_text(json.dumps(dict(
+            source=dict(run="exp1-authors_code-seed0", label=label), inherited_test_acc=inh,
+            retrained=dict(final_test_acc=ret), protocol=dict(epochs_run=10, epochs=100),
+            architecture=dict(weights=1000 * len(op) + ord(op), genotype=dict(normal=[op], reduce=[])),
+            cost=dict(measured_wall_s=5400.0, threads=1))))
+    block = report.readme_table(tmp_path)
+    assert "| exp1-authors_code-seed0 | A | 1,097 | 80.00 | 85.00 | 10 of 100 | 1.50 (1) |" in block
+    assert "| exp1-authors_code-seed0 | C | 1,099 | 90.00 | 70.00 | 10 of 100 | 1.50 (1) |" in block
+    # inherited B < A < C, retrained C < B < A: 1 concordant pair (A, B), 2 discordant
+    assert ("Kendall's tau, inherited vs retrained with the 10-epoch proxy, `exp1-authors_code-seed0`: "
+            "-0.33 over 3 distinct architectures (fewer than 8: indicative only).") in block
+    assert "the authors' protocol, `" not in block           # no full-protocol file: no tau for it
+    assert "Retrained from scratch" not in report.readme_table(tmp_path / "empty")
