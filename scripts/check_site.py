@@ -17,8 +17,9 @@ Python package). For each page it checks that
    sideways, and no table, figure, output or element of the article reaches past the
    article's right edge or needs a horizontal scroll bar of its own (code input, in
    ``.highlight`` blocks, may scroll);
-6. every glued number is rendered: no ``{glue`` role is left in the visible text and no
-   pasted glue element is empty;
+6. every glued number is rendered: no ``{glue`` role is left in the visible text, no
+   pasted glue element is empty, and none shows a tuple where a number with thousands
+   separators was glued (myst_nb's ``literal_eval`` of an unquoted ``"1,920"``);
 7. on the results, experiment and performance pages no code cell longer than
    ``MAX_VISIBLE_CODE_LINES`` lines is visible unfolded (fold it with ``hide-input``);
 8. every interactive plotly figure has loaded plotly.js (from the site), drawn its plot,
@@ -178,6 +179,9 @@ JS_LAYOUT_FACTS = r"""
   if (m) out.glue.push(...m.slice(0, 5).map(x => `unrendered glue role ${x}`));
   document.querySelectorAll('.pasted-text, .pasted-inline, .pasted-block').forEach(e => {
     if (!e.textContent.trim() && !e.querySelector('img, svg, table')) out.glue.push('an empty pasted glue element');
+    // myst_nb literal_evals glued text: a string such as "1,920" whose repr is not quoted turns into a tuple
+    if (/^\(\s*-?[\d.]+(\s*,\s*-?[\d.]+)+\s*\)$/.test(e.textContent.trim()))
+      out.glue.push(`a glued value rendered as a tuple: ${e.textContent.trim()} (glue the str itself, quoted repr)`);
   });
   // rule 7: visible code cells
   document.querySelectorAll('.cell_input, div.cell_input').forEach(e => {

@@ -93,8 +93,8 @@ def test_protocol_table_and_kendall_from_files():
     files = [f("A", 0.80, 0.90, "a"), f("B", 0.70, 0.85, "b"), f("C", 0.85, 0.88, "c"),
              f("D", 0.60, 0.95, "d"), f("m1", 0.5, 0.5, "e", epochs=1)]      # a smoke run: left out
     t = retrain.protocol_table(files)
-    assert list(t["architecture"]) == ["A", "B", "C", "D", "m1"]
-    assert abs(t.loc[0, "retrained - inherited"] - 10.0) < 1e-9
+    assert list(t["arch"]) == ["A", "B", "C", "D", "m1"]
+    assert abs(t.loc[0, "gain, points"] - 10.0) < 1e-9
     assert list(t["this run, h"]) == pytest.approx([1.0, 1.0, 1.0, 1.0, 0.01])   # measured_wall_s / 3600
     for r in files:
         r["provenance"] = dict(device="cpu", commit="abc1234", finished="2026-12-03 09:29:08 UTC",

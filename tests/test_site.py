@@ -56,7 +56,7 @@ def test_checker_reports_failures(tmp_path):
     code = "\n".join(f"x{i} = {i}" for i in range(20))
     (site / "results.html").write_text(
         "<!DOCTYPE html><html><body><article class='bd-article' style='width:600px'>"
-        "<p>our A reaches {glue:md}`acc_A` %</p>"
+        "<p>our A reaches {glue:md}`acc_A` % on <span class='pasted-text'>(1, 920)</span> images</p>"
         "<table style='width:3000px'><tr><td>too wide</td></tr></table>"
         f"<div class='cell_input'><pre>{code}</pre></div>"
         f"<details><summary>show</summary><div class='cell_input'><pre>folded = 1\n{code}</pre></div></details>"
@@ -71,6 +71,7 @@ def test_checker_reports_failures(tmp_path):
     assert not any("other.html" in f for f in failures), text
     res = [f for f in failures if f.startswith("results.html")]
     assert any("unrendered glue role {glue:md}" in f for f in res), text
+    assert any("glued value rendered as a tuple: (1, 920)" in f for f in res), text
     assert any("horizontal overflow" in f and "<table" in f and "past the main column" in f for f in res), text
     assert any("horizontal overflow" in f and "scroll bar" in f for f in res), text
     assert any("code cell of 20 lines" in f and "x0 = 0" in f for f in res), text
