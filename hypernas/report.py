@@ -419,8 +419,8 @@ def _readme_retrain(root) -> list:
     files = retrain.collect(root, "paper")
     if not files:
         return []
-    out = ["Retrained from scratch (`hypernas retrain`; the authors' protocol is 100 epochs, the short "
-           f"proxy {retrain.SHORT_EPOCHS}; last epoch's test accuracy):", "",
+    out = ["Retrained from scratch (`hypernas retrain`; epochs: run of the authors' protocol, fewer for the "
+           "short proxy; last epoch's test accuracy):", "",
            "| run | arch | weights | inherited % | retrained % | epochs | wall, h (threads) |",
            "|---|---|---:|---:|---:|---|---:|"]
     for r in files:
