@@ -430,10 +430,8 @@ def _readme_retrain(root) -> list:
                    f"{r['protocol']['epochs_run']} of {r['protocol']['epochs']} | "
                    f"{r['cost']['measured_wall_s'] / 3600:.2f} ({r['cost']['threads']}) |")
     out.append("")
-    for label, e in (("the authors' protocol", None), (f"the {retrain.SHORT_EPOCHS}-epoch proxy", retrain.SHORT_EPOCHS)):
-        for run, (tau, n) in retrain.kendall_by_run(files, epochs_run=e).items():
-            out += [f"Kendall's tau, inherited vs retrained with {label}, `{run}`: {tau:.2f} over {n} distinct "
-                    "architectures" + (" (fewer than 8: indicative only)." if n < 8 else "."), ""]
+    for sentence in retrain.kendall_sentences(files):
+        out += [sentence, ""]
     return out
 
 

@@ -440,13 +440,15 @@ def provenance_table(files):
     dirty), device, each segment (the epoch it started or resumed at, threads, commit) and
     its wall time (training and per-epoch tests, all segments)."""
     import pandas as pd
+
+    from . import seeds
     rows = []
     for r in files:
         p, src = r["provenance"], r["source"]
-        segs = "; ".join(f"from epoch {s['from_epoch']}: {s['threads']} thread(s), commit {s['commit']}"
-                         + (" (dirty)" if str(s["commit"]).endswith("+dirty") else "") for s in p["segments"])
+        segs = "; ".join(f"from epoch {s['from_epoch']}: {s['threads']} thread(s), "
+                         f"commit {seeds.commit_text(s['commit'])}" for s in p["segments"])
         rows.append({"retraining": f"{src['run']}-{src['label']}", "epochs": r["protocol"]["epochs_run"],
-                     "device": p["device"], "commit": p["commit"], "segments": segs,
+                     "device": p["device"], "commit": seeds.commit_text(p["commit"]), "segments": segs,
                      "wall, h": round(r["cost"]["measured_wall_s"] / 3600, 2), "finished": p["finished"]})
     return pd.DataFrame(rows)
 
@@ -471,4 +473,16 @@ def kendall_by_run(files, min_members=2, epochs_run=None) -> dict:
         if len(pairs) >= min_members:
             a, b = zip(*pairs.values())
             out[run] = (kendall_tau(list(a), list(b)), len(pairs))
+    return out
+
+
+def kendall_sentences(files) -> list:
+    """One sentence per run and protocol with a Kendall tau (:func:`kendall_by_run`),
+    the full protocol first, then the short proxy; fewer than 8 architectures is said to
+    be indicative only.  The README block and the results chapter both print these."""
+    out = []
+    for label, e in (("the authors' protocol", None), (f"the {SHORT_EPOCHS}-epoch proxy", SHORT_EPOCHS)):
+        out += [f"Kendall's tau, inherited vs retrained with {label}, `{run}`: {tau:.2f} over {n:,} distinct "
+                "architectures" + (" (fewer than 8: indicative only)." if n < 8 else ".")
+                for run, (tau, n) in kendall_by_run(files, epochs_run=e).items()]
     return out

@@ -155,6 +155,13 @@ def penalty_sentences(runs) -> list:
     return out
 
 
+def commit_text(commit) -> str:
+    """A recorded commit as the provenance tables print it: ``abc1234+dirty`` (the
+    work tree had uncommitted changes) becomes ``abc1234 (uncommitted changes)``."""
+    c = str(commit)
+    return c[:-len("+dirty")] + " (uncommitted changes)" if c.endswith("+dirty") else c
+
+
 def provenance_row(run) -> dict:
     """What a run shown on the results page ran on: commit (dirty or not), device,
     threads, training segments (each resumed stretch, its threads and commit)."""
@@ -167,13 +174,11 @@ def provenance_row(run) -> dict:
     else:
         first = "" if segs[0]["from_step"] == 0 else f"steps before {segs[0]['from_step']:,}: not recorded; "
         seg_text = first + "; ".join(
-            f"resumed at step {s['from_step']:,}: {s['threads']} thread(s), commit {s['commit']}"
-            + (" (dirty)" if str(s["commit"]).endswith("+dirty") else "") for s in segs)
-    commit = str(p.get("commit", "unknown"))
+            f"resumed at step {s['from_step']:,}: {s['threads']} thread(s), commit {commit_text(s['commit'])}"
+            for s in segs)
+    commit = commit_text(p.get("commit", "unknown"))
     if p.get("commit_reported_on_device"):
         commit += f" (git on the device said {p['commit_reported_on_device']})"
-    if str(p.get("commit", "")).endswith("+dirty"):
-        commit += " (uncommitted changes)"
     if segs:
         resumed = len([s for s in segs if s["from_step"] > 0])
         seg_text = f"{resumed} resumed: {seg_text}"

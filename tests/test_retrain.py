@@ -102,7 +102,7 @@ def test_protocol_table_and_kendall_from_files():
     files[0]["provenance"]["segments"].append(dict(from_epoch=4, threads=1, commit="def5678+dirty"))
     prov = retrain.provenance_table(files)
     assert prov.loc[0, "segments"] == ("from epoch 0: 1 thread(s), commit abc1234; "
-                                       "from epoch 4: 1 thread(s), commit def5678+dirty (dirty)")
+                                       "from epoch 4: 1 thread(s), commit def5678 (uncommitted changes)")
     assert list(prov["retraining"])[:2] == ["exp1-authors_code-seed0-A", "exp1-authors_code-seed0-B"]
     assert list(prov["wall, h"]) == [1.0, 1.0, 1.0, 1.0, 0.01]
     # inherited order D < B < A < C, retrained B < C < A < D: 2 concordant, 4 discordant pairs
@@ -113,6 +113,12 @@ def test_protocol_table_and_kendall_from_files():
              (("A", 0.8, 0.7, "a"), ("B", 0.7, 0.6, "b"), ("C", 0.85, 0.9, "c"))]
     assert retrain.kendall_by_run(files + short)["exp1-authors_code-seed0"] == (tau, n)
     assert retrain.kendall_by_run(files + short, epochs_run=10)["exp1-authors_code-seed0"] == (1.0, 3)
+    # one sentence per protocol, full first, each saying the count is below 8
+    assert retrain.kendall_sentences(files + short) == [
+        f"Kendall's tau, inherited vs retrained with the authors' protocol, `exp1-authors_code-seed0`: {tau:.2f} "
+        "over 4 distinct architectures (fewer than 8: indicative only).",
+        "Kendall's tau, inherited vs retrained with the 10-epoch proxy, `exp1-authors_code-seed0`: 1.00 "
+        "over 3 distinct architectures (fewer than 8: indicative only)."]
 
 
 def test_short_profile_compresses_the_protocol_and_files_beside_the_paper_ones(tiny_model, tmp_path, monkeypatch):

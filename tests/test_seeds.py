@@ -76,9 +76,9 @@ def test_provenance_rows_name_dirty_commits_and_segments(tmp_path):
     _write(tmp_path, 4, (0.8,) * 4)
     t = seeds.provenance_table(seeds.collect(tmp_path, "exp1", "authors_code"))
     row = t.loc["exp1-authors_code-seed3"]
-    assert row["commit"] == "abc1234+dirty (uncommitted changes)"
+    assert row["commit"] == "abc1234 (uncommitted changes)"
     text = row["training segments and threads"]
-    assert "resumed at step 900: 2 thread(s), commit def5678+dirty (dirty)" in text
+    assert "resumed at step 900: 2 thread(s), commit def5678 (uncommitted changes)" in text
     assert text.startswith("1 resumed: steps before 900: not recorded")
     assert t.loc["exp1-authors_code-seed4", "training segments and threads"].startswith("not recorded")
     assert "uncommitted" not in t.loc["exp1-authors_code-seed4", "commit"]
