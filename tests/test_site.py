@@ -5,6 +5,7 @@ Deselect it with `-m "not book"`.
 """
 import importlib.util
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,7 +90,8 @@ def test_cached_execution_still_fails_the_build(tmp_path):
     cell: a page whose cell raises fails the build, and again on the next build (a failed
     notebook is not cached), while a page that succeeds is cached."""
     yaml = pytest.importorskip("yaml")
-    jb = shutil.which("jupyter-book")
+    # the venv's own jupyter-book first: `make test` calls .venv/bin/pytest without the venv on PATH
+    jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or shutil.which("jupyter-book")
     if jb is None:
         pytest.skip("jupyter-book not installed")
     import subprocess
