@@ -453,6 +453,28 @@ def provenance_table(files):
     return pd.DataFrame(rows)
 
 
+def versus_published(files, epochs_run=None) -> list:
+    """The retrained architectures of Tables 1-3 (labels A-D with an inherited accuracy)
+    beside the published accuracy of their column: one ``{run, arch, published, inherited,
+    retrained, closer}`` per file, accuracies in %, ``closer`` naming the protocol whose
+    accuracy is nearer the published one (a tie counts as ``"retrained"``).  Only one
+    protocol at a time: the full one (``epochs_run=None``) or the one run for
+    ``epochs_run`` epochs (e.g. :data:`SHORT_EPOCHS`).  Family members are left out: they
+    have no published column."""
+    from .report import ARCHS, PUBLISHED
+    out = []
+    for r in files:
+        src = r["source"]
+        want = r["protocol"]["epochs"] if epochs_run is None else epochs_run
+        if src["label"] not in ARCHS or r["inherited_test_acc"] is None or r["protocol"]["epochs_run"] != want:
+            continue
+        pub = PUBLISHED[src["experiment"]]["Test accuracy, %"][ARCHS.index(src["label"])]
+        inh, ret = 100 * r["inherited_test_acc"], 100 * r["retrained"]["final_test_acc"]
+        out.append(dict(run=src["run"], arch=src["label"], published=pub, inherited=inh, retrained=ret,
+                        closer="inherited" if abs(inh - pub) < abs(ret - pub) else "retrained"))
+    return out
+
+
 def kendall_by_run(files, min_members=2, epochs_run=None) -> dict:
     """``{run: (tau, n)}``: Kendall's tau-b between inherited and retrained (last epoch)
     accuracy over the distinct architectures retrained from one run (``n >= min_members``;

@@ -179,3 +179,25 @@ def test_spread_members_covers_the_weight_range():
     ws = sorted(fam["members"][i]["weights"] for i in idx)
     assert len(idx) == 4 and ws[0] == 10 and ws[-1] == 100
     assert retrain.spread_members(dict(members=fam["members"][:3]), 8) == [0, 1, 2]
+
+
+def test_versus_published_compares_one_protocol_with_the_published_column():
+    from hypernas.report import PUBLISHED
+    pub = PUBLISHED["exp1"]["Test accuracy, %"]
+
+    def f(label, inh, ret, epochs):
+        return dict(source=dict(run="exp1-authors_code-seed0", experiment="exp1", label=label),
+                    inherited_test_acc=inh, retrained=dict(final_test_acc=ret),
+                    protocol=dict(epochs_run=epochs, epochs=100))
+    # A: inherited 1 point below the published, retrained 3 above -> inherited closer
+    # B: inherited 4 below, retrained 1 below -> retrained closer
+    files = [f("A", (pub[0] - 1) / 100, (pub[0] + 3) / 100, 10),
+             f("B", (pub[1] - 4) / 100, (pub[1] - 1) / 100, 10),
+             f("C", (pub[2] - 1) / 100, (pub[2] - 2) / 100, 100),      # the full protocol: apart
+             f("m7", 0.5, 0.6, 10),                                    # a family member: no column
+             f("D", None, 0.9, 10)]                                    # no inherited accuracy
+    short = retrain.versus_published(files, epochs_run=10)
+    assert [(p["arch"], p["closer"]) for p in short] == [("A", "inherited"), ("B", "retrained")]
+    assert short[0]["published"] == pub[0]
+    assert short[0]["retrained"] == pytest.approx(pub[0] + 3) and short[1]["inherited"] == pytest.approx(pub[1] - 4)
+    assert [(p["arch"], p["closer"]) for p in retrain.versus_published(files)] == [("C", "inherited")]
