@@ -27,7 +27,8 @@ class UserError(ValueError):
 
 
 class RunLocked(UserError):
-    """Another process is training the same run (its folder is locked)."""
+    """Another process is training the same run (its folder is locked) or retraining the
+    same architecture (its lock file is held)."""
 
     exit_code = 1
 

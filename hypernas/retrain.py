@@ -46,6 +46,10 @@ Results: ``results/<profile>/retrain/<run>-<label>.json`` (``<label>`` A-D, ``m<
 member i of a family file, ``s<values>`` for a model and an s); ``short`` writes beside the
 paper ones, ``results/paper/retrain/<run>-<label>-short.json``.  Written atomically; a
 checkpoint beside it (``.checkpoint.pt``) after each epoch lets a stopped run resume.
+One process per retraining: it holds ``<name>.lock`` beside them
+(:func:`hypernas.runlock.file_lock`), so a second ``hypernas retrain`` of the same one
+refuses at once, naming the holder's pid; one started after the first finished finds the
+results file and returns it without training again.
 """
 from __future__ import annotations
 
@@ -216,11 +220,7 @@ def retrain(src, profile="smoke", root=None, seed=0, data_dir=None, log=print, d
     """Retrain ``src`` (from :func:`resolve_source`) with the protocol of its data set on
     ``device`` (``"auto"``: a GPU when there is one); returns the results dict after
     writing it atomically (see the module docstring)."""
-    from .data import augment, load
-    from .evaluation import accuracy
-    from .files import temp_beside, write_json
-    from .genotype import op_counts, weight_count_of
-    from .provenance import device_name, git_commit
+    from .data import load
     from .train import check_device
     dev = check_device(device)
     if profile not in RETRAIN_PROFILES:
@@ -233,6 +233,36 @@ def retrain(src, profile="smoke", root=None, seed=0, data_dir=None, log=print, d
     path = out_path(src, profile, root)
     from .errors import check_writable_folder
     check_writable_folder(path.parent, "results folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from .runlock import file_lock
+    busy = ("{name} is being retrained by {who}; wait for it to finish, or stop it (kill {pid}) "
+            "and run the same command again to resume after its last finished epoch")
+    with file_lock(path.with_suffix(".lock"), busy):     # one process per retraining
+        return _retrain_locked(src, cfg, splits, x_all, y_all, path, proto, prof, profile, epochs, seed, log, dev,
+                               device)
+
+
+def _same_retraining(res, src, epochs, n, seed) -> bool:
+    g = res["architecture"]["genotype"]
+    return ((tuple(g["normal"]), tuple(g["reduce"])) == (tuple(src["genotype"].normal), tuple(src["genotype"].reduce))
+            and res["protocol"]["epochs_run"] == epochs and res["protocol"]["train_images"] == n
+            and res["provenance"]["seed"] == seed)
+
+
+def _retrain_locked(src, cfg, splits, x_all, y_all, path, proto, prof, profile, epochs, seed, log, dev, device):
+    """:func:`retrain` once it holds the retraining's lock."""
+    import json
+    from .evaluation import accuracy
+    from .files import temp_beside, write_json
+    from .genotype import op_counts, weight_count_of
+    from .provenance import device_name, git_commit
+    if path.exists():         # finished already (e.g. by a process that held the lock before us)
+        res = json.loads(path.read_text())
+        if _same_retraining(res, src, epochs, len(x_all), seed):
+            log(f"[retrain] {path.name} exists: retrained already, nothing to do (delete it to retrain again)")
+            return res
+        raise UserError(f"{path} holds another retraining (architecture, epochs, images or seed differ); "
+                        "move it away or give another --results-root")
     ckpt = path.with_suffix(".checkpoint.pt")
 
     drop = dict(p=0.0, gen=torch.Generator().manual_seed(seed + 1))
@@ -255,7 +285,7 @@ def retrain(src, profile="smoke", root=None, seed=0, data_dir=None, log=print, d
     segments.append(dict(from_epoch=start, device=device_name(dev), threads=torch.get_num_threads(), commit=git_commit(),
                          started=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())))
     bs, n = proto["batch_size"], len(x_all)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from .data import augment
     for epoch in range(start, epochs):
         t0 = time.perf_counter()
         net.train()

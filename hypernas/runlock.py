@@ -44,7 +44,11 @@ def holder_pid(lock_file) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def _acquire(path: Path) -> int:
+TRAINING_BUSY = ("the run in {folder} is being trained by {who}; wait for it to finish, stop it "
+                 "(kill {pid}) and run again to resume, or train elsewhere (another --results-root or --seed)")
+
+
+def _acquire(path: Path, busy: str = TRAINING_BUSY) -> int:
     import fcntl
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -61,10 +65,8 @@ def _acquire(path: Path) -> int:
                     break
                 time.sleep(0.05)
             who = f"process {pid}" if pid is not None else "another process"
-            raise RunLocked(
-                f"the run in {path.parent} is being trained by {who}; wait for it to finish, "
-                f"stop it (kill {pid if pid is not None else '<pid>'}) and run again to resume, "
-                "or train elsewhere (another --results-root or --seed)") from None
+            raise RunLocked(busy.format(folder=path.parent, name=path.stem, who=who,
+                                        pid=pid if pid is not None else "<pid>")) from None
         try:
             current = os.stat(path).st_ino
         except FileNotFoundError:
@@ -118,6 +120,30 @@ def run_lock(run_dir):
             pass
         os.close(fd)
         _remove_if_empty(run_dir, created)
+
+
+@contextmanager
+def file_lock(path, busy: str):
+    """Hold the lock file ``path`` (its folder must exist) for this process, as
+    :func:`run_lock` holds a run folder; raise :class:`~hypernas.errors.RunLocked` with
+    ``busy`` (a format string: ``{folder}``, ``{name}``, ``{who}``, ``{pid}``) at once if
+    another process holds it.  Not re-entrant.  Used by ``hypernas retrain``: one process
+    per retraining, whose checkpoint and results file the lock guards."""
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:       # no flock on this system: no lock
+        yield
+        return
+    path = Path(path)
+    fd = _acquire(path, busy)
+    try:
+        yield
+    finally:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        os.close(fd)
 
 
 def _remove_if_empty(folder: Path, created: Path | None):

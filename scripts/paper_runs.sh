@@ -18,7 +18,9 @@
 # A run whose results file exists is skipped. `hypernas train` resumes a run from its
 # checkpoint (results/paper/<run>/checkpoint.pt, log.jsonl) and `hypernas retrain` from
 # results/paper/retrain/<run>-<arch>.checkpoint.pt: before a time-boxed session ends, commit
-# them; rerunning this script resumes from them exactly (same thread count: one).
+# them; rerunning this script resumes from them exactly (same thread count: one). Two
+# queues that list the same run never run it twice at once: the second process refuses at
+# once (the run's lock) and its queue goes on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PRESET=${PRESET:-authors_code}
@@ -27,7 +29,7 @@ MODE=${MODE:-train}
 RETRAIN_PROFILE=${RETRAIN_PROFILE:-paper}
 case "$RETRAIN_PROFILE" in paper) SUFFIX= ;; short) SUFFIX=-short ;;
   *) echo "RETRAIN_PROFILE must be paper or short, not $RETRAIN_PROFILE" >&2; exit 2 ;; esac
-ARCHS=${ARCHS:-A B C D}
+ARCHS=${ARCHS-A B C D}     # unset: all four; ARCHS= (empty): none, e.g. with MEMBERS
 JOBS=${JOBS:-2}
 HYPERNAS=${HYPERNAS:-.venv/bin/hypernas}
 SHARED_DATA="$(cd .. && pwd)/shared/data"
@@ -57,7 +59,7 @@ for exp in "$@"; do
 done
 
 if [ "${DRY_RUN:-0}" = 1 ]; then
-  for job in ${queue[@]+"${queue[@]}"}; do echo "would run: ${job#*|}  > logs/${job%%|*}.out"; done
+  for job in ${queue[@]+"${queue[@]}"}; do echo "would run: ${job#*|}  >> logs/${job%%|*}.out"; done
   exit 0
 fi
 [ ${#queue[@]} -eq 0 ] && exit 0
@@ -66,7 +68,7 @@ run_queue() {
   for job in "$@"; do
     while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
     echo "$(date -u '+%F %T') start ${job%%|*}: ${job#*|}"
-    OMP_NUM_THREADS=1 ${job#*|} > "logs/${job%%|*}.out" 2>&1 &
+    OMP_NUM_THREADS=1 ${job#*|} >> "logs/${job%%|*}.out" 2>&1 &   # >>: a resumed run keeps the earlier lines
   done
   wait
   echo "$(date -u '+%F %T') queue done"

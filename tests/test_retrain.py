@@ -201,3 +201,48 @@ def test_versus_published_compares_one_protocol_with_the_published_column():
     assert short[0]["published"] == pub[0]
     assert short[0]["retrained"] == pytest.approx(pub[0] + 3) and short[1]["inherited"] == pytest.approx(pub[1] - 4)
     assert [(p["arch"], p["closer"]) for p in retrain.versus_published(files)] == [("C", "inherited")]
+
+
+def test_one_process_per_retraining_and_a_finished_one_is_not_redone(tiny_model, tmp_path, capsys, monkeypatch):
+    """While another process holds a retraining, a second `hypernas retrain` of it is one
+    error naming the holder (nothing written); once it is free the retraining runs; run
+    again, it returns the finished file without training; a file of another retraining at
+    the same path is one error and stays as it was."""
+    import subprocess
+    import sys
+    args = ["retrain", str(tiny_model), "--s", "0.2", "0.3", "0.5", "--results-root", str(tmp_path)]
+    path = retrain.out_path(retrain.resolve_source(tiny_model, s=[0.2, 0.3, 0.5]), "smoke", tmp_path)
+    path.parent.mkdir(parents=True)
+    lock = path.with_suffix(".lock")
+    holder = subprocess.Popen([sys.executable, "-c", "import time; from hypernas.runlock import file_lock\n"
+                               f"with file_lock({str(lock)!r}, ''):\n print('held', flush=True); time.sleep(120)"],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = _tree(tmp_path)
+        assert cli.main(args) == 1                # RunLocked: busy, not bad input
+        out, err = capsys.readouterr()
+        assert out == "" and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert f"being retrained by process {holder.pid}" in err and f"kill {holder.pid}" in err
+        assert _tree(tmp_path) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    assert cli.main(args) == 0, capsys.readouterr().err
+    assert path.exists() and not lock.exists()
+    first = path.read_bytes()
+    import hypernas.evaluation as derived
+
+    def no_training(*a, **k):
+        raise AssertionError("trained again")
+    monkeypatch.setattr(derived, "accuracy", no_training)
+    capsys.readouterr()
+    assert cli.main(args) == 0
+    assert "retrained already" in capsys.readouterr().out and path.read_bytes() == first
+    other = json.loads(first)
+    other["protocol"]["epochs_run"] += 1
+    path.write_text(json.dumps(other))
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "holds another retraining" in err and len(err.strip().splitlines()) == 1
+    assert json.loads(path.read_text()) == other

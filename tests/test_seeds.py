@@ -114,7 +114,13 @@ def test_paper_runs_script_queues_unfinished_seeds_only():
                              env={**env, "MODE": "retrain", "SEEDS": "0", "ARCHS": "B", "RETRAIN_PROFILE": profile},
                              capture_output=True, text=True).stdout
         assert (f"{done.stem}: retrained already" in out) if done.exists() else (
-            f"--profile {profile} " in out and f"> logs/{done.stem}-retrain.out" in out), out
+            f"--profile {profile} " in out and f">> logs/{done.stem}-retrain.out" in out), out
+    # ARCHS= (empty) queues no architecture: only the family members asked for
+    out = subprocess.run(["bash", "scripts/paper_runs.sh", "exp1"], cwd=root, timeout=60, check=True,
+                         env={**env, "MODE": "retrain", "SEEDS": "0", "ARCHS": "", "MEMBERS": "97"},
+                         capture_output=True, text=True).stdout
+    assert "--arch" not in out and "retrained already" not in out
+    assert "exp1-authors_code-seed0-family.json --member 97 --profile paper" in out, out
 
 
 def test_readme_block_shows_seed_groups_apart(tmp_path):
