@@ -221,25 +221,20 @@ def retrain(src, profile="smoke", root=None, seed=0, data_dir=None, log=print, d
     ``device`` (``"auto"``: a GPU when there is one); returns the results dict after
     writing it atomically (see the module docstring)."""
     from .data import load
+    from .errors import check_writable_folder
+    from .runlock import file_lock
     from .train import check_device
     dev = check_device(device)
     if profile not in RETRAIN_PROFILES:
         raise UserError(f"unknown retrain profile {profile!r}; choose one of {', '.join(RETRAIN_PROFILES)}")
-    cfg = src["cfg"]
-    proto, prof = dict(PROTOCOLS[cfg["dataset"]]), RETRAIN_PROFILES[profile]
-    epochs = prof["epochs"] or proto["epochs"]
-    splits = load(cfg["dataset"], data_dir or cfg.get("data_dir"))
-    x_all, y_all = _train_set(splits, prof["train_images"])
+    splits = load(src["cfg"]["dataset"], data_dir or src["cfg"].get("data_dir"))   # before anything is written
     path = out_path(src, profile, root)
-    from .errors import check_writable_folder
     check_writable_folder(path.parent, "results folder")
     path.parent.mkdir(parents=True, exist_ok=True)
-    from .runlock import file_lock
     busy = ("{name} is being retrained by {who}; wait for it to finish, or stop it (kill {pid}) "
             "and run the same command again to resume after its last finished epoch")
     with file_lock(path.with_suffix(".lock"), busy):     # one process per retraining
-        return _retrain_locked(src, cfg, splits, x_all, y_all, path, proto, prof, profile, epochs, seed, log, dev,
-                               device)
+        return _retrain_locked(src, profile, path, splits, seed, log, dev)
 
 
 def _same_retraining(res, src, epochs, n, seed) -> bool:
@@ -249,13 +244,18 @@ def _same_retraining(res, src, epochs, n, seed) -> bool:
             and res["provenance"]["seed"] == seed)
 
 
-def _retrain_locked(src, cfg, splits, x_all, y_all, path, proto, prof, profile, epochs, seed, log, dev, device):
+def _retrain_locked(src, profile, path, splits, seed, log, dev):
     """:func:`retrain` once it holds the retraining's lock."""
     import json
+    from .data import augment
     from .evaluation import accuracy
     from .files import temp_beside, write_json
     from .genotype import op_counts, weight_count_of
     from .provenance import device_name, git_commit
+    cfg = src["cfg"]
+    proto, prof = dict(PROTOCOLS[cfg["dataset"]]), RETRAIN_PROFILES[profile]
+    epochs = prof["epochs"] or proto["epochs"]
+    x_all, y_all = _train_set(splits, prof["train_images"])
     if path.exists():         # finished already (e.g. by a process that held the lock before us)
         res = json.loads(path.read_text())
         if _same_retraining(res, src, epochs, len(x_all), seed):
@@ -285,7 +285,6 @@ def _retrain_locked(src, cfg, splits, x_all, y_all, path, proto, prof, profile, 
     segments.append(dict(from_epoch=start, device=device_name(dev), threads=torch.get_num_threads(), commit=git_commit(),
                          started=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())))
     bs, n = proto["batch_size"], len(x_all)
-    from .data import augment
     for epoch in range(start, epochs):
         t0 = time.perf_counter()
         net.train()

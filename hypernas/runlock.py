@@ -31,7 +31,7 @@ from .errors import RunLocked
 
 LOCK_NAME = "run.lock"
 
-#: run folders this process holds: resolved path -> [file descriptor, depth]
+#: run folders this process holds: resolved path -> depth
 _held: dict = {}
 
 
@@ -48,7 +48,7 @@ TRAINING_BUSY = ("the run in {folder} is being trained by {who}; wait for it to 
                  "(kill {pid}) and run again to resume, or train elsewhere (another --results-root or --seed)")
 
 
-def _acquire(path: Path, busy: str = TRAINING_BUSY) -> int:
+def _acquire(path: Path, busy: str) -> int:
     import fcntl
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -92,43 +92,30 @@ def run_lock(run_dir):
     run_dir.mkdir(parents=True, exist_ok=True)
     key = str(run_dir.resolve())
     if key in _held:
-        _held[key][1] += 1
+        _held[key] += 1
         try:
             yield
         finally:
-            _held[key][1] -= 1
+            _held[key] -= 1
         return
     try:
-        import fcntl  # noqa: F401
-    except ImportError:       # no flock on this system: no lock
-        yield
-        return
-    path = run_dir / LOCK_NAME
-    try:
-        fd = _acquire(path)
-    except BaseException:
-        _remove_if_empty(run_dir, created)
-        raise
-    _held[key] = [fd, 1]
-    try:
-        yield
+        with file_lock(run_dir / LOCK_NAME, TRAINING_BUSY):
+            _held[key] = 1
+            try:
+                yield
+            finally:
+                del _held[key]
     finally:
-        del _held[key]
-        try:
-            os.unlink(path)   # still locked by us: nobody else holds this file
-        except FileNotFoundError:
-            pass
-        os.close(fd)
         _remove_if_empty(run_dir, created)
 
 
 @contextmanager
 def file_lock(path, busy: str):
-    """Hold the lock file ``path`` (its folder must exist) for this process, as
-    :func:`run_lock` holds a run folder; raise :class:`~hypernas.errors.RunLocked` with
-    ``busy`` (a format string: ``{folder}``, ``{name}``, ``{who}``, ``{pid}``) at once if
-    another process holds it.  Not re-entrant.  Used by ``hypernas retrain``: one process
-    per retraining, whose checkpoint and results file the lock guards."""
+    """Hold the lock file ``path`` (its folder must exist) for this process, removed on
+    release; raise :class:`~hypernas.errors.RunLocked` with ``busy`` (a format string:
+    ``{folder}``, ``{name}``, ``{who}``, ``{pid}``) at once if another process holds it.
+    Not re-entrant.  :func:`run_lock` holds a run folder with it; ``hypernas retrain`` holds
+    one retraining (its checkpoint and results file)."""
     try:
         import fcntl  # noqa: F401
     except ImportError:       # no flock on this system: no lock
@@ -140,7 +127,7 @@ def file_lock(path, busy: str):
         yield
     finally:
         try:
-            os.unlink(path)
+            os.unlink(path)   # still locked by us: nobody else holds this file
         except FileNotFoundError:
             pass
         os.close(fd)
