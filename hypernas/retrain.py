@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from pathlib import Path
 
@@ -418,10 +419,16 @@ def spread_members(family: dict, n: int = 8) -> list:
 
 def collect(root, profile="paper", results_root=None) -> list:
     """Every finished retrain file under ``results/<profile>/retrain/`` (of
-    ``results_root`` when given), by name."""
+    ``results_root`` when given), by name, numbers in names in numeric order (``m45``
+    before ``m118``)."""
     import json
     folder = Path(results_root or Path(root) / "results") / profile / "retrain"
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"), key=lambda p: natural_key(p.name))]
+
+
+def natural_key(name: str) -> list:
+    """Sort key that orders the digit runs of ``name`` as numbers: ``m45`` < ``m118``."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name)]
 
 
 def in_progress(root, profile="paper", results_root=None) -> list:
@@ -431,7 +438,7 @@ def in_progress(root, profile="paper", results_root=None) -> list:
     ``weights_only`` (no code runs)."""
     folder = Path(results_root or Path(root) / "results") / profile / "retrain"
     rows = []
-    for ck in sorted(folder.glob("*.checkpoint.pt")):
+    for ck in sorted(folder.glob("*.checkpoint.pt"), key=lambda p: natural_key(p.name)):
         name = ck.name[:-len(".checkpoint.pt")]
         if (folder / f"{name}.json").exists():
             continue

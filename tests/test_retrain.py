@@ -173,6 +173,16 @@ def test_stopped_retrain_resumes_from_its_checkpoint(tiny_model, tmp_path, monke
     assert retrain.in_progress(tmp_path, "smoke", results_root=tmp_path) == []
 
 
+def test_collect_orders_members_by_number(tmp_path):
+    folder = tmp_path / "results" / "paper" / "retrain"
+    folder.mkdir(parents=True)
+    for label in ("m118", "B", "m45", "A", "m7"):
+        (folder / f"exp1-authors_code-seed0-{label}-short.json").write_text(json.dumps(dict(label=label)))
+    (folder / "exp1-authors_code-seed0-m9-short.checkpoint.pt").write_bytes(b"")   # not a results file
+    assert [r["label"] for r in retrain.collect(tmp_path)] == ["A", "B", "m7", "m45", "m118"]
+    assert retrain.natural_key("seed10") > retrain.natural_key("seed9")
+
+
 def test_spread_members_covers_the_weight_range():
     fam = dict(members=[dict(weights=w) for w in (50, 10, 40, 30, 20, 60, 70, 80, 90, 100)])
     idx = retrain.spread_members(fam, 4)
