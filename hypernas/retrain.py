@@ -511,21 +511,27 @@ def versus_published(files, epochs_run=None) -> list:
     return out
 
 
-def kendall_by_run(files, min_members=2, epochs_run=None) -> dict:
-    """``{run: (tau, n)}``: Kendall's tau-b between inherited and retrained (last epoch)
-    accuracy over the distinct architectures retrained from one run (``n >= min_members``;
-    the issue asks for 8 or more for a meaningful value).  Only files of one protocol
-    count: the full one (``epochs_run=None``), or the one run for ``epochs_run`` epochs
-    (e.g. :data:`SHORT_EPOCHS`); the two are never mixed in one tau."""
+def kendall_by_run(files, min_members=2, epochs_run=None, by="inherited") -> dict:
+    """``{run: (tau, n)}``: Kendall's tau-b between a predictor and the retrained (last
+    epoch) accuracy over the distinct architectures retrained from one run
+    (``n >= min_members``; the issue asks for 8 or more for a meaningful value).  The
+    predictor is the inherited accuracy (``by="inherited"``) or, as a baseline that needs
+    no training at all, the weight count (``by="weights"``): inherited weights are worth
+    their cost as a ranking only where they beat it.  Only files of one protocol count:
+    the full one (``epochs_run=None``), or the one run for ``epochs_run`` epochs (e.g.
+    :data:`SHORT_EPOCHS`); the two are never mixed in one tau."""
     from .family import kendall_tau
+    if by not in ("inherited", "weights"):
+        raise ValueError(f"by must be 'inherited' or 'weights', not {by!r}")
     by_run = {}
     for r in files:
         want = r["protocol"]["epochs"] if epochs_run is None else epochs_run
         if r["inherited_test_acc"] is None or r["protocol"]["epochs_run"] != want:
             continue
         g = r["architecture"]["genotype"]
+        x = r["inherited_test_acc"] if by == "inherited" else r["architecture"]["weights"]
         by_run.setdefault(r["source"]["run"], {})[(tuple(g["normal"]), tuple(g["reduce"]))] = (
-            r["inherited_test_acc"], r["retrained"]["final_test_acc"])
+            x, r["retrained"]["final_test_acc"])
     out = {}
     for run, pairs in by_run.items():
         if len(pairs) >= min_members:
@@ -537,10 +543,14 @@ def kendall_by_run(files, min_members=2, epochs_run=None) -> dict:
 def kendall_sentences(files) -> list:
     """One sentence per run and protocol with a Kendall tau (:func:`kendall_by_run`),
     the full protocol first, then the short proxy; fewer than 8 architectures is said to
-    be indicative only.  The README block and the results chapter both print these."""
+    be indicative only, and the weight count's tau over the same architectures is the
+    baseline beside it.  The README block and the results chapter both print these."""
     out = []
     for label, e in (("the authors' protocol", None), (f"the {SHORT_EPOCHS}-epoch proxy", SHORT_EPOCHS)):
+        size = kendall_by_run(files, epochs_run=e, by="weights")
         out += [f"Kendall's tau, inherited vs retrained with {label}, `{run}`: {tau:.2f} over {n:,} distinct "
-                "architectures" + (" (fewer than 8: indicative only)." if n < 8 else ".")
+                "architectures" + (" (fewer than 8: indicative only)" if n < 8 else "")
+                + "; the weight count alone ranks them with tau "
+                + (f"{size[run][0]:.2f}." if math.isfinite(size[run][0]) else "undefined (all weight counts equal).")
                 for run, (tau, n) in kendall_by_run(files, epochs_run=e).items()]
     return out

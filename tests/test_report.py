@@ -100,8 +100,10 @@ def test_readme_block_lists_retrainings_and_their_tau(tmp_path):
     block = report.readme_table(tmp_path)
     assert "| exp1-authors_code-seed0 | A | 1,097 | 80.00 | 85.00 | 10 of 100 | 1.50 (1) |" in block
     assert "| exp1-authors_code-seed0 | C | 1,099 | 90.00 | 70.00 | 10 of 100 | 1.50 (1) |" in block
-    # inherited B < A < C, retrained C < B < A: 1 concordant pair (A, B), 2 discordant
+    # inherited B < A < C, retrained C < B < A: 1 concordant pair (A, B), 2 discordant;
+    # weights A < B < C: the reverse of the retrained order
     assert ("Kendall's tau, inherited vs retrained with the 10-epoch proxy, `exp1-authors_code-seed0`: "
-            "-0.33 over 3 distinct architectures (fewer than 8: indicative only).") in block
+            "-0.33 over 3 distinct architectures (fewer than 8: indicative only); "
+            "the weight count alone ranks them with tau -1.00.") in block
     assert "the authors' protocol, `" not in block           # no full-protocol file: no tau for it
     assert "Retrained from scratch" not in report.readme_table(tmp_path / "empty")

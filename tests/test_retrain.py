@@ -84,10 +84,11 @@ def test_bad_input_is_one_error_and_writes_nothing(case, tiny_model, tmp_path, c
 
 
 def test_protocol_table_and_kendall_from_files():
+    WEIGHTS = dict(A=40, B=10, C=30, D=50, m1=20)     # ranks B < C < A < D: the retrained order below
     def f(label, inh, ret, normal, epochs=100):
         return dict(source=dict(run="exp1-authors_code-seed0", label=label), inherited_test_acc=inh,
                     retrained=dict(final_test_acc=ret, best_test_acc=ret + 0.01),
-                    architecture=dict(weights=10, genotype=dict(normal=[normal], reduce=[])),
+                    architecture=dict(weights=WEIGHTS[label], genotype=dict(normal=[normal], reduce=[])),
                     protocol=dict(epochs_run=epochs, epochs=100),
                     cost=dict(paper_protocol_estimate_h=1.0, measured_wall_s=epochs * 36.0, threads=1))
     files = [f("A", 0.80, 0.90, "a"), f("B", 0.70, 0.85, "b"), f("C", 0.85, 0.88, "c"),
@@ -114,11 +115,19 @@ def test_protocol_table_and_kendall_from_files():
     assert retrain.kendall_by_run(files + short)["exp1-authors_code-seed0"] == (tau, n)
     assert retrain.kendall_by_run(files + short, epochs_run=10)["exp1-authors_code-seed0"] == (1.0, 3)
     # one sentence per protocol, full first, each saying the count is below 8
+    # the weight-count baseline over the same architectures: B < C < A < D is the retrained
+    # order (tau 1); for the short files B < C < A against retrained B < A < C: A-C discordant, tau 1/3
+    assert retrain.kendall_by_run(files, by="weights")["exp1-authors_code-seed0"] == (1.0, 4)
+    assert retrain.kendall_by_run(short, epochs_run=10, by="weights")["exp1-authors_code-seed0"][0] == pytest.approx(1 / 3)
     assert retrain.kendall_sentences(files + short) == [
         f"Kendall's tau, inherited vs retrained with the authors' protocol, `exp1-authors_code-seed0`: {tau:.2f} "
-        "over 4 distinct architectures (fewer than 8: indicative only).",
+        "over 4 distinct architectures (fewer than 8: indicative only); the weight count alone ranks them with tau 1.00.",
         "Kendall's tau, inherited vs retrained with the 10-epoch proxy, `exp1-authors_code-seed0`: 1.00 "
-        "over 3 distinct architectures (fewer than 8: indicative only)."]
+        "over 3 distinct architectures (fewer than 8: indicative only); the weight count alone ranks them with tau 0.33."]
+    for r in short:
+        r["architecture"]["weights"] = 7
+    assert retrain.kendall_sentences(short)[0].endswith("the weight count alone ranks them with tau undefined "
+                                                          "(all weight counts equal).")
 
 
 def test_short_profile_compresses_the_protocol_and_files_beside_the_paper_ones(tiny_model, tmp_path, monkeypatch):
