@@ -415,6 +415,32 @@ def spread_members(family: dict, n: int = 8) -> list:
     return sorted({order[round(j * (len(order) - 1) / (n - 1))] for j in range(n)})
 
 
+def similar_size_members(family: dict, n: int = 8, band: float = 0.2) -> list:
+    """Indices of ``n`` members of a family file whose weight counts lie within one band
+    ``[w, (1 + band) w]`` (the band holding the most members), spread over their inherited
+    test accuracy (evenly spaced ranks, the lowest and the highest included).
+
+    :func:`spread_members` spans the sizes, so the weight count alone already ranks its
+    members well; within one band the size barely differs, and a Kendall tau there asks
+    whether the inherited weights rank architectures beyond their size.  Fewer than ``n``
+    when no band holds ``n``."""
+    if not 0 < band < 1:
+        raise ValueError(f"band must lie in (0, 1), not {band}")
+    members = family["members"]
+    order = sorted(range(len(members)), key=lambda i: (members[i]["weights"], i))
+    best, hi = [], 0
+    for lo in range(len(order)):                  # sliding window over the sorted weights
+        hi = max(hi, lo)
+        while hi + 1 < len(order) and members[order[hi + 1]]["weights"] <= (1 + band) * members[order[lo]]["weights"]:
+            hi += 1
+        if hi - lo + 1 > len(best):
+            best = order[lo:hi + 1]
+    by_acc = sorted(best, key=lambda i: (members[i]["test_acc"], i))
+    if len(by_acc) <= n:
+        return sorted(by_acc)
+    return sorted({by_acc[round(j * (len(by_acc) - 1) / (n - 1))] for j in range(n)})
+
+
 # -- reading the retrain files (the results chapter) -----------------------------------------
 
 def collect(root, profile="paper", results_root=None) -> list:

@@ -9,7 +9,8 @@
 #   SEEDS="0 1 2" bash scripts/paper_runs.sh exp2 exp3
 #   MODE=retrain ARCHS="A B C D" SEEDS=0 bash scripts/paper_runs.sh exp1   # hypernas retrain --profile paper
 #   MODE=retrain ARCHS= MEMBERS="0 8 15" SEEDS=0 bash scripts/paper_runs.sh exp1   # members of the family file
-#     (hypernas.retrain.spread_members(family, 8) picks members spread over the weights)
+#     (hypernas.retrain.spread_members(family, 8) picks members spread over the weights;
+#      similar_size_members(family, 8) members of one size band spread over inherited accuracy)
 #   RETRAIN_PROFILE=short MODE=retrain ...   # the protocol compressed to 10 epochs (a labelled proxy;
 #     files results/paper/retrain/<run>-<arch>-short.json); default paper (the authors' protocol)
 #   DRY_RUN=1 ...                                                       # print the queue only

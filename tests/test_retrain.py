@@ -200,6 +200,20 @@ def test_spread_members_covers_the_weight_range():
     assert retrain.spread_members(dict(members=fam["members"][:3]), 8) == [0, 1, 2]
 
 
+def test_similar_size_members_take_the_fullest_band_spread_over_accuracy():
+    # weights 100..104 (five members, the fullest 15 % band) and 200, 300, 400 elsewhere
+    w = [300, 100, 101, 200, 102, 103, 400, 104]
+    acc = [0.9, 0.50, 0.70, 0.95, 0.60, 0.65, 0.99, 0.80]
+    fam = dict(members=[dict(weights=a, test_acc=b) for a, b in zip(w, acc)])
+    band = [1, 2, 4, 5, 7]
+    assert retrain.similar_size_members(fam, 8, band=0.15) == band      # all five: fewer than n
+    # three of them spread over accuracy: the lowest (0.50), the middle (0.65), the highest (0.80)
+    assert retrain.similar_size_members(fam, 3, band=0.15) == [1, 5, 7]
+    assert retrain.similar_size_members(fam, 8, band=0.001) == [1]     # every band holds one: the first
+    with pytest.raises(ValueError, match="band must lie in"):
+        retrain.similar_size_members(fam, 3, band=1.5)
+
+
 def test_versus_published_compares_one_protocol_with_the_published_column():
     from hypernas.report import PUBLISHED
     pub = PUBLISHED["exp1"]["Test accuracy, %"]
