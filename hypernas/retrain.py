@@ -409,7 +409,12 @@ def spread_members(family: dict, n: int = 8) -> list:
     (evenly spaced ranks by weights, the smallest and the largest included): the members
     to retrain for a Kendall tau over one family."""
     members = family["members"]
-    order = sorted(range(len(members)), key=lambda i: (members[i]["weights"], i))
+    return _evenly_spaced(sorted(range(len(members)), key=lambda i: (members[i]["weights"], i)), n)
+
+
+def _evenly_spaced(order: list, n: int) -> list:
+    """``n`` entries of ``order`` at evenly spaced ranks, the first and the last included
+    (all of them when there are no more than ``n``), sorted."""
     if len(order) <= n:
         return sorted(order)
     return sorted({order[round(j * (len(order) - 1) / (n - 1))] for j in range(n)})
@@ -435,10 +440,7 @@ def similar_size_members(family: dict, n: int = 8, band: float = 0.2) -> list:
             hi += 1
         if hi - lo + 1 > len(best):
             best = order[lo:hi + 1]
-    by_acc = sorted(best, key=lambda i: (members[i]["test_acc"], i))
-    if len(by_acc) <= n:
-        return sorted(by_acc)
-    return sorted({by_acc[round(j * (len(by_acc) - 1) / (n - 1))] for j in range(n)})
+    return _evenly_spaced(sorted(best, key=lambda i: (members[i]["test_acc"], i)), n)
 
 
 # -- reading the retrain files (the results chapter) -----------------------------------------
@@ -566,6 +568,14 @@ def kendall_by_run(files, min_members=2, epochs_run=None, by="inherited") -> dic
     return out
 
 
+def kendall_with_baseline(files, epochs_run=None) -> dict:
+    """``{run: (tau, n, tau_weights)}``: :func:`kendall_by_run` of the inherited accuracy
+    beside the weight count's tau over the same architectures (NaN when their weight
+    counts are all equal)."""
+    size = kendall_by_run(files, epochs_run=epochs_run, by="weights")
+    return {run: (tau, n, size[run][0]) for run, (tau, n) in kendall_by_run(files, epochs_run=epochs_run).items()}
+
+
 def kendall_sentences(files) -> list:
     """One sentence per run and protocol with a Kendall tau (:func:`kendall_by_run`),
     the full protocol first, then the short proxy; fewer than 8 architectures is said to
@@ -573,10 +583,9 @@ def kendall_sentences(files) -> list:
     baseline beside it.  The README block and the results chapter both print these."""
     out = []
     for label, e in (("the authors' protocol", None), (f"the {SHORT_EPOCHS}-epoch proxy", SHORT_EPOCHS)):
-        size = kendall_by_run(files, epochs_run=e, by="weights")
         out += [f"Kendall's tau, inherited vs retrained with {label}, `{run}`: {tau:.2f} over {n:,} distinct "
                 "architectures" + (" (fewer than 8: indicative only)" if n < 8 else "")
                 + "; the weight count alone ranks them with tau "
-                + (f"{size[run][0]:.2f}." if math.isfinite(size[run][0]) else "undefined (all weight counts equal).")
-                for run, (tau, n) in kendall_by_run(files, epochs_run=e).items()]
+                + (f"{tw:.2f}." if math.isfinite(tw) else "undefined (all weight counts equal).")
+                for run, (tau, n, tw) in kendall_with_baseline(files, epochs_run=e).items()]
     return out
