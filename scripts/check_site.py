@@ -19,7 +19,8 @@ Python package). For each page it checks that
    ``.highlight`` blocks, may scroll);
 6. every glued number is rendered: no ``{glue`` role is left in the visible text, no
    pasted glue element is empty, and none shows a tuple where a number with thousands
-   separators was glued (myst_nb's ``literal_eval`` of an unquoted ``"1,920"``);
+   separators was glued (myst_nb's ``literal_eval`` of an unquoted ``"1,920"``), and no
+   ``{glue:text}`` shows raw Markdown marks (backticks, ``**``), which it does not render;
 7. on the results, experiment and performance pages no code cell longer than
    ``MAX_VISIBLE_CODE_LINES`` lines is visible unfolded (fold it with ``hide-input``);
 8. every interactive plotly figure has loaded plotly.js (from the site), drawn its plot,
@@ -182,6 +183,9 @@ JS_LAYOUT_FACTS = r"""
     // myst_nb literal_evals glued text: a string such as "1,920" whose repr is not quoted turns into a tuple
     if (/^\(\s*-?[\d.]+(\s*,\s*-?[\d.]+)+\s*\)$/.test(e.textContent.trim()))
       out.glue.push(`a glued value rendered as a tuple: ${e.textContent.trim()} (glue the str itself, quoted repr)`);
+    // {glue:text} pastes plain text: Markdown inside it (`code`, **bold**) shows its marks
+    if (e.classList.contains('pasted-text') && /`|\*\*/.test(e.textContent))
+      out.glue.push(`raw Markdown in glued text: ${e.textContent.trim().slice(0, 80)} (drop the marks, or glue:md)`);
   });
   // rule 7: visible code cells
   document.querySelectorAll('.cell_input, div.cell_input').forEach(e => {

@@ -58,6 +58,7 @@ def test_checker_reports_failures(tmp_path):
     (site / "results.html").write_text(
         "<!DOCTYPE html><html><body><article class='bd-article' style='width:600px'>"
         "<p>our A reaches {glue:md}`acc_A` % on <span class='pasted-text'>(1, 920)</span> images</p>"
+        "<p>ranked over <span class='pasted-text'>the runs of `exp1-seed0`</span></p>"
         "<table style='width:3000px'><tr><td>too wide</td></tr></table>"
         f"<div class='cell_input'><pre>{code}</pre></div>"
         f"<details><summary>show</summary><div class='cell_input'><pre>folded = 1\n{code}</pre></div></details>"
@@ -73,6 +74,8 @@ def test_checker_reports_failures(tmp_path):
     res = [f for f in failures if f.startswith("results.html")]
     assert any("unrendered glue role {glue:md}" in f for f in res), text
     assert any("glued value rendered as a tuple: (1, 920)" in f for f in res), text
+    assert any("raw Markdown in glued text: the runs of `exp1-seed0`" in f for f in res), text
+    assert not any("raw Markdown" in f and "920" in f for f in res), text
     assert any("horizontal overflow" in f and "<table" in f and "past the main column" in f for f in res), text
     assert any("horizontal overflow" in f and "scroll bar" in f for f in res), text
     assert any("code cell of 20 lines" in f and "x0 = 0" in f for f in res), text
