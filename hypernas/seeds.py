@@ -137,7 +137,7 @@ def verdicts_by_seed(runs) -> pd.DataFrame:
             rows.setdefault(v["claim"], {})[f"seed {r['seed']}"] = v["verdict"]
     df = pd.DataFrame(rows).T
     n = len(runs)
-    df["supported in"] = [f"{sum(x == 'supported' for x in row)} of {n} seeds" for row in df.values]
+    df["supported in"] = [f"{sum(x == 'supported' for x in row)} of {n} seed{'s' if n != 1 else ''}" for row in df.values]
     return df
 
 

@@ -62,6 +62,9 @@ def test_mean_sd_from_files_and_older_preset_kept_apart(tmp_path):
     assert v.loc["Penalising conv (B) removes it", "seed 1"] == "supported"
     assert v.loc["Penalising conv (B) removes it", "seed 2"] == "partly supported"
     assert v.loc["Penalising conv (B) removes it", "supported in"] == "1 of 2 seeds"
+    alone = seeds.verdicts_by_seed(g["older preset (classifier)"])
+    assert alone.loc["Penalising conv (B) removes it", "supported in"] in ("0 of 1 seed", "1 of 1 seed")
+    assert seeds.penalty_sentences(g["older preset (classifier)"])[0].endswith("of 1 seed")
 
 
 def test_mean_sd_values():
