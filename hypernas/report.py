@@ -457,10 +457,12 @@ def update_readme(root) -> bool:
     return new != text
 
 
-def model_card(res: dict, family: dict | None = None) -> str:
+def model_card(res: dict, family: dict | None = None, siblings: list | None = None) -> str:
     """A short card for a shipped model (``results/<profile>/<run>/MODEL_CARD.md``):
     what it is, data, training, evaluation protocol, results, limits, and the device its
-    latency figures were measured on.  Every figure is read from the run's files."""
+    latency figures were measured on.  Every figure is read from the run's files.
+    ``siblings``: the committed runs of its configuration (:func:`hypernas.seeds.collect`),
+    for the limits' sentence on seeds."""
     from .presets import upgrade
     cfg, p, t = upgrade(res["config"]), res["provenance"], res["training"]
     a = res["architectures"]
@@ -499,11 +501,44 @@ def model_card(res: dict, family: dict | None = None) -> str:
     else:
         lines += ["**Latency figures.** The results file's latencies were measured at the end of training "
                   f"on {p['device']}, with other work possibly running; no family sweep yet.", ""]
-    lines += ["**Limits.** One seed: seed-to-seed differences are not measured here. The weights are "
+    lines += ["**Limits.** " + seed_sentence(cfg["seed"], siblings or []) + " The weights are "
               "inherited from a supernet trained on a mixture of ops, not retrained per architecture. "
               "Latencies hold for the device and runtime named above only. The model file is a "
               "PyTorch state dict with a plain-data configuration.", ""]
     return "\n".join(lines)
+
+
+def seed_sentence(seed: int, siblings: list) -> str:
+    """What a model card says of seeds: one seed alone, or the accuracy range of A-D over
+    the runs of this seed's preset group (older presets apart, as in :mod:`hypernas.seeds`)."""
+    from . import seeds
+    mine = next((r for r in siblings if r["seed"] == seed), None)
+    group = [r for r in siblings if mine is not None and r["group"] == mine["group"]]
+    if len(group) < 2:
+        others = len(siblings) - (mine is not None)
+        return ("One seed: seed-to-seed differences are not measured for this configuration."
+                if not others else
+                f"Seed {seed} is the only run of its preset group ({mine['group'] if mine else 'unknown'}); "
+                f"the {others} other committed seed{'s' if others > 1 else ''} of this configuration "
+                f"{'were' if others > 1 else 'was'} trained with another version of the preset, so its "
+                "seed-to-seed spread is not measured.")
+    ranges = "; ".join(
+        f"{k} {min(v):.2f}-{max(v):.2f}" for k in ARCHS
+        for v in [[100 * r["res"]["architectures"][k]["test_acc"] for r in group]])
+    return (f"This is one seed of {len(group)} committed runs of its preset group ({mine['group']}; seeds "
+            f"{', '.join(str(r['seed']) for r in group)}), whose test accuracies span (min-max, %): {ranges} "
+            "(the book's Results chapter gives mean ± sd); a single seed's differences from the "
+            "published table may be seed noise.")
+
+
+def card_for(path) -> str:
+    """The model card of one committed run's results file, from the files around it."""
+    from . import seeds
+    path = Path(path)
+    cfg = load_results(path)["config"]
+    fam_path = path.with_name(path.stem + "-family.json")
+    siblings = seeds.collect(path.parents[2], cfg["experiment"], cfg["preset"], profile=path.parent.name)
+    return model_card(load_results(path), load_results(fam_path) if fam_path.exists() else None, siblings)
 
 
 def write_cards(root) -> list:
@@ -512,8 +547,7 @@ def write_cards(root) -> list:
     for path in sorted(Path(root, "results", "paper").glob("*-seed[0-9]*.json")):
         if path.stem.endswith("-family") or not (path.with_suffix("") / "model.pt").exists():
             continue
-        fam_path = path.with_name(path.stem + "-family.json")
-        card = model_card(load_results(path), load_results(fam_path) if fam_path.exists() else None)
+        card = card_for(path)
         out = path.with_suffix("") / "MODEL_CARD.md"
         if not out.exists() or out.read_text() != card:
             out.write_text(card)

@@ -24,8 +24,26 @@ def test_model_cards_are_generated_from_the_results_files(tmp_path):
     for path in sorted((ROOT / "results" / "paper").glob("*-seed[0-9].json")):
         card = path.with_suffix("") / "MODEL_CARD.md"
         assert card.exists(), f"{card} missing: run python -m hypernas.report --cards"
-        fam = path.with_name(path.stem + "-family.json")
         res = report.load_results(path)
-        expected = report.model_card(res, report.load_results(fam) if fam.exists() else None)
+        expected = report.card_for(path)
         assert card.read_text() == expected, f"{card} is stale: run python -m hypernas.report --cards"
         assert f"{100 * res['architectures']['A']['test_acc']:.2f}" in expected
+
+
+def test_model_card_seed_sentence_spans_the_preset_group_only():
+    """The card's limits name the accuracy span of its own preset group; an older-preset
+    run is never pooled with it, and a lone run says the spread is not measured."""
+    def run(seed, group, accs):
+        arch = {k: {"test_acc": a} for k, a in zip(report.ARCHS, accs)}
+        return dict(seed=seed, group=group, res={"architectures": arch})
+    cur, old = "current preset", "older preset (classifier)"
+    sibs = [run(0, old, (0.99, 0.99, 0.99, 0.99)), run(1, cur, (0.80, 0.70, 0.85, 0.81)),
+            run(2, cur, (0.84, 0.62, 0.86, 0.75))]
+    text = report.seed_sentence(2, sibs)
+    assert "one seed of 2 committed runs" in text and "seeds 1, 2" in text
+    assert "A 80.00-84.00; B 62.00-70.00; C 85.00-86.00; D 75.00-81.00" in text
+    assert "99.00" not in text
+    lone = report.seed_sentence(0, sibs)
+    assert "only run of its preset group (older preset (classifier))" in lone
+    assert "the 2 other committed seeds" in lone and "not measured" in lone
+    assert report.seed_sentence(0, sibs[:1]).startswith("One seed: seed-to-seed differences are not measured")
