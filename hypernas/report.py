@@ -457,12 +457,14 @@ def update_readme(root) -> bool:
     return new != text
 
 
-def model_card(res: dict, family: dict | None = None, siblings: list | None = None) -> str:
+def model_card(res: dict, family: dict | None = None, siblings: list | None = None,
+               retrained: list | None = None) -> str:
     """A short card for a shipped model (``results/<profile>/<run>/MODEL_CARD.md``):
     what it is, data, training, evaluation protocol, results, limits, and the device its
     latency figures were measured on.  Every figure is read from the run's files.
     ``siblings``: the committed runs of its configuration (:func:`hypernas.seeds.collect`),
-    for the limits' sentence on seeds."""
+    for the limits' sentence on seeds; ``retrained``: the finished retrainings of its
+    architectures (:func:`hypernas.retrain.collect`, this run's only)."""
     from .presets import upgrade
     cfg, p, t = upgrade(res["config"]), res["provenance"], res["training"]
     a = res["architectures"]
@@ -491,6 +493,17 @@ def model_card(res: dict, family: dict | None = None, siblings: list | None = No
         lines.append(f"| {k} | ({', '.join(f'{v:.3f}' for v in a[k]['s'])}) | {100 * a[k]['test_acc']:.2f} | "
                      f"{a[k]['weights']:,} | {c['pool']}/{c['conv']}/{c['identity']} |")
     lines.append("")
+    if retrained:
+        lines += ["**Retrained from scratch** (`hypernas retrain`; test accuracy after the epochs run, "
+                  "inherited in brackets): " + "; ".join(
+                      f"{r['source']['label']} {100 * r['retrained']['final_test_acc']:.2f} %"
+                      + (f" ({100 * r['inherited_test_acc']:.2f})" if r["inherited_test_acc"] is not None else "")
+                      + f", {r['protocol']['epochs_run']} of {r['protocol']['epochs']} epochs"
+                      for r in retrained)
+                  + ". Fewer epochs than the protocol's are a proxy (the book's Results chapter: *Two "
+                  "evaluation protocols*)" + ("; mN is member N of the family file"
+                                             if any(r["source"]["kind"] == "family" for r in retrained)
+                                             else "") + ".", ""]
     if family:
         fp, lat = family["provenance"], family["provenance"]["latency"]
         lines += [f"**Latency figures** (the family file `{cfg['experiment']}-{cfg['preset']}-seed{cfg['seed']}"
@@ -533,12 +546,15 @@ def seed_sentence(seed: int, siblings: list) -> str:
 
 def card_for(path) -> str:
     """The model card of one committed run's results file, from the files around it."""
-    from . import seeds
+    from . import retrain, seeds
     path = Path(path)
     cfg = load_results(path)["config"]
     fam_path = path.with_name(path.stem + "-family.json")
-    siblings = seeds.collect(path.parents[2], cfg["experiment"], cfg["preset"], profile=path.parent.name)
-    return model_card(load_results(path), load_results(fam_path) if fam_path.exists() else None, siblings)
+    root, profile = path.parents[2], path.parent.name
+    siblings = seeds.collect(root, cfg["experiment"], cfg["preset"], profile=profile)
+    retrained = [r for r in retrain.collect(root, profile) if r["source"]["run"] == path.stem]
+    return model_card(load_results(path), load_results(fam_path) if fam_path.exists() else None,
+                      siblings, retrained)
 
 
 def write_cards(root) -> list:
@@ -558,9 +574,11 @@ def write_cards(root) -> list:
 if __name__ == "__main__":
     import sys
     root = Path(__file__).resolve().parent.parent
-    if sys.argv[1:] == ["--readme"]:
+    args = sys.argv[1:]
+    if not args or set(args) - {"--readme", "--cards"}:
+        sys.exit("usage: python -m hypernas.report [--readme] [--cards]  (after a run or a retraining "
+                 "lands, both)")
+    if "--readme" in args:
         print("README.md updated" if update_readme(root) else "README.md already up to date")
-    elif sys.argv[1:] == ["--cards"]:
+    if "--cards" in args:
         print("\n".join(str(p) for p in write_cards(root)) or "model cards already up to date")
-    else:
-        sys.exit("usage: python -m hypernas.report --readme | --cards")

@@ -16,6 +16,8 @@
 #   DRY_RUN=1 ...                                                       # print the queue only
 #   RETRAIN_DEVICE=cuda ...          # retrain on a GPU (hypernas retrain --device; default cpu)
 #
+# When a run or a retraining has finished, commit its files and refresh the README's table
+# and the model cards: python -m hypernas.report --readme --cards
 # A run whose results file exists is skipped. `hypernas train` resumes a run from its
 # checkpoint (results/paper/<run>/checkpoint.pt, log.jsonl) and `hypernas retrain` from
 # results/paper/retrain/<run>-<arch>.checkpoint.pt: before a time-boxed session ends, commit

@@ -47,3 +47,16 @@ def test_model_card_seed_sentence_spans_the_preset_group_only():
     assert "only run of its preset group (older preset (classifier))" in lone
     assert "the 2 other committed seeds" in lone and "not measured" in lone
     assert report.seed_sentence(0, sibs[:1]).startswith("One seed: seed-to-seed differences are not measured")
+
+
+def test_model_card_lists_this_runs_retrainings():
+    """The card shows each retraining of its run with the epochs run and the inherited value."""
+    res = report.load_results(ROOT / "results" / "paper" / "exp1-authors_code-seed0.json")
+    def rt(label, kind, acc, inh, run="exp1-authors_code-seed0"):
+        return dict(source=dict(label=label, kind=kind, run=run), retrained=dict(final_test_acc=acc),
+                    inherited_test_acc=inh, protocol=dict(epochs_run=10, epochs=100))
+    card = report.model_card(res, None, [], [rt("B", "results", 0.5, 0.4), rt("m7", "family", 0.625, None)])
+    assert "B 50.00 % (40.00), 10 of 100 epochs; m7 62.50 %, 10 of 100 epochs" in card
+    assert "mN is member N of the family file" in card
+    assert "mN is member" not in report.model_card(res, None, [], [rt("B", "results", 0.5, 0.4)])
+    assert "Retrained from scratch" not in report.model_card(res, None, [], [])
