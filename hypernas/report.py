@@ -398,15 +398,20 @@ def _readme_seed_groups(root, exp, preset) -> list:
     for label, runs in seeds.groups(seeds.collect(root, exp, preset)).items():
         if [r["seed"] for r in runs] == [0]:
             continue
-        t = seeds.summary_table(runs, exp)
-        out += [f"Seed{'s' if len(runs) > 1 else ''} {', '.join(str(r['seed']) for r in runs)} ({label}; mean ± sd, n runs, "
-                "never averaged across preset groups):", "",
-                "| | test acc. %, mean ± sd | published | weights, mean ± sd | published | "
-                "pool/conv/identity of each seed |", "|---|---:|---:|---:|---:|---|"]
+        one = len(runs) == 1
+        t = seeds.summary_table(runs, exp, single=one)
+        col = f"ours, seed {runs[0]['seed']}" if one else "ours, mean ± sd"
+        head = (f"Seed {runs[0]['seed']} ({label}; the only run of this group, so no sd):" if one else
+                f"Seeds {', '.join(str(r['seed']) for r in runs)} ({label}; mean ± sd, n runs, "
+                "never averaged across preset groups):")
+        what = f"seed {runs[0]['seed']}" if one else "mean ± sd"
+        out += [head, "",
+                f"| | test acc. %, {what} | published | weights, {what} | published | "
+                f"pool/conv/identity of {'this' if one else 'each'} seed |", "|---|---:|---:|---:|---:|---|"]
         for k in ARCHS:
             every = ", ".join(seeds.counts_text(r["res"], k) for r in runs)
-            out.append(f"| {k} | {t.loc[k, ('accuracy', 'ours, mean ± sd')]} | {t.loc[k, ('accuracy', 'published')]} | "
-                       f"{t.loc[k, ('weights', 'ours, mean ± sd')]} | {t.loc[k, ('weights', 'published')]} | {every} |")
+            out.append(f"| {k} | {t.loc[k, ('accuracy', col)]} | {t.loc[k, ('accuracy', 'published')]} | "
+                       f"{t.loc[k, ('weights', col)]} | {t.loc[k, ('weights', 'published')]} | {every} |")
         out.append("")
     return out
 

@@ -138,3 +138,16 @@ def test_readme_block_shows_seed_groups_apart(tmp_path):
     assert not any("Seeds 0" in x for x in lines)        # the older seed 0 alone: its own table above
     block = report.readme_table(tmp_path)
     assert "| A | 90.00 |" in block and "Seeds 1, 2" in block
+
+
+def test_readme_block_with_one_current_seed_shows_its_values_not_a_mean(tmp_path):
+    """exp2/exp3 today: seed 0 of an older preset and one seed of the current one."""
+    from hypernas import report
+    _write(tmp_path, 0, (0.90, 0.50, 0.50, 0.50), older=True)
+    _write(tmp_path, 1, (0.80, 0.70, 0.86, 0.81), b_conv=1)
+    lines = report._readme_seed_groups(tmp_path, "exp1", "authors_code")
+    block = "\n".join(lines)
+    assert lines[0] == "Seed 1 (current preset; the only run of this group, so no sd):"
+    assert "test acc. %, seed 1 |" in block and "mean ± sd" not in block and "(n = 1)" not in block
+    assert "| A | 80.00 | 82.50 | 38,304 | 38,304 | 12/6/10 |" in block
+    assert "| B | 70.00 | 79.20 | 5,120 | 5,120 | 17/1/10 |" in block
