@@ -150,7 +150,8 @@ def penalty_sentences(runs) -> list:
         k = sum(r["res"]["architectures"][arch]["op_counts"][t] == 0 for r in runs)
         both = sum(r["res"]["architectures"][arch]["op_counts"][t] == 0
                    and r["res"]["architectures"]["A"]["op_counts"][t] == 0 for r in runs)
-        extra = f" (in {both} of them A has none either)" if both else ""
+        extra = ("" if not both else " (A has none either)" if n == 1
+                 else f" (in {both} of them A has none either)")
         out.append(f"{arch} has no {t} op in {k} of {n} seed{'s' if n != 1 else ''}{extra}")
     return out
 

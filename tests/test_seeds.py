@@ -65,6 +65,12 @@ def test_mean_sd_from_files_and_older_preset_kept_apart(tmp_path):
     alone = seeds.verdicts_by_seed(g["older preset (classifier)"])
     assert alone.loc["Penalising conv (B) removes it", "supported in"] in ("0 of 1 seed", "1 of 1 seed")
     assert seeds.penalty_sentences(g["older preset (classifier)"])[0].endswith("of 1 seed")
+    # A (12/6/10 in _write) has pool ops; with none, the caveat is plain for one run, counted for several
+    for r in runs:
+        r["res"]["architectures"]["A"]["op_counts"]["pool"] = 0
+    assert seeds.penalty_sentences(g["older preset (classifier)"])[1] == \
+        "C has no pool op in 1 of 1 seed (A has none either)"
+    assert seeds.penalty_sentences(cur)[1] == "C has no pool op in 2 of 2 seeds (in 2 of them A has none either)"
 
 
 def test_mean_sd_values():
