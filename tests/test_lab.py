@@ -51,8 +51,11 @@ def _free_port():
 
 
 class Lab:
-    def __init__(self, url, token, book):
-        self.url, self.token, self.book = url, token, book
+    def __init__(self, url, token, book, log=None):
+        self.url, self.token, self.book, self.log = url, token, book, log
+
+    def log_tail(self, chars=3000):
+        return self.log.read_text(errors="replace")[-chars:] if self.log else ""
 
     def request(self, method, path, body=None, token=True):
         headers = {"Content-Type": "application/json"}
@@ -92,7 +95,7 @@ def lab(tmp_path_factory):
         cmd.append("--allow-root")
     log = open(tmp / "server.log", "w+")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
-    server = Lab(f"http://127.0.0.1:{port}", token, book)
+    server = Lab(f"http://127.0.0.1:{port}", token, book, tmp / "server.log")
     deadline = time.monotonic() + 90
     while True:
         if proc.poll() is not None:
@@ -137,6 +140,44 @@ def _split_header(text):
 def _files(folder):
     return {str(p.relative_to(folder)) for p in folder.rglob("*")
             if p.is_file() and ".ipynb_checkpoints" not in p.parts}
+
+
+def _wait_for_kernel_idle(page, lab, path, timeout):
+    """Wait until the Lab session of `path` (the page opened it) has a kernel that is idle.
+    It waits with page.wait_for_timeout, not time.sleep, which would hold up page.route and
+    with it the page's own request that starts the kernel."""
+    deadline, states = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        _, sessions = lab.request("GET", "/api/sessions")
+        states = [(s["path"], (s.get("kernel") or {}).get("execution_state"))
+                  for s in sessions or []]
+        if any(p.endswith(path) and state == "idle" for p, state in states):
+            return
+        page.wait_for_timeout(500)
+    pytest.fail(f"no idle kernel for {path} within {timeout} s; sessions: {states}")
+
+
+def _diagnosis(err, page, cell, lab):
+    """What the page showed when a step timed out: the cell, any dialog, the kernels, the
+    server log's tail; a screenshot beside SCREENSHOT."""
+    shot = SCREENSHOT.with_name("failure.png")
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    lines = [str(err).splitlines()[0]]
+    try:
+        page.screenshot(path=str(shot))
+        lines.append(f"screenshot: {shot}")
+        lines.append("cell: " + cell.inner_text(timeout=2_000)[:800])
+        dialogs = page.locator(".jp-Dialog")
+        if dialogs.count():
+            lines.append("dialog: " + dialogs.first.inner_text(timeout=2_000)[:500])
+        lines.append("focused: " + page.evaluate(
+            "() => document.activeElement && document.activeElement.outerHTML.slice(0, 200)"))
+    except Exception as extra:   # the diagnosis must not hide the original failure
+        lines.append(f"(diagnosis incomplete: {extra})")
+    lines.append(f"sessions: {lab.request('GET', '/api/sessions')[1]}")
+    log = lab.log_tail()
+    lines.append("server log (tail):\n" + log)
+    return "\n".join(lines)
 
 
 def test_every_chapter_opens_as_a_notebook(lab):
@@ -201,6 +242,7 @@ def test_lab_page_shows_the_chapter_as_a_notebook(lab):
     pytest.importorskip("playwright")
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM}")
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     _, model = lab.request("GET", f"/api/contents/{CHAPTER}?content=1")
@@ -240,12 +282,28 @@ def test_lab_page_shows_the_chapter_as_a_notebook(lab):
                 .map(e => e.innerText).join('\\n')""")
             assert "{cite:p}" not in rendered and "$$" not in rendered, rendered[:1500]
 
-            # tweak the parameters cell, run it (Shift+Enter), see its output
-            cell.locator(".jp-InputArea-editor").click()
-            page.keyboard.press("Control+End")
-            page.keyboard.type("\n" + added)
-            page.keyboard.press("Shift+Enter")
-            cell.locator(".jp-OutputArea-output", has_text=printed).wait_for(timeout=90_000)
+            # tweak the parameters cell, run it (Shift+Enter), see its output. Each step
+            # waits for the state the next one needs (kernel idle, editor focused, line
+            # typed), so a slow machine waits instead of typing into the wrong place, and a
+            # failure says which step did not happen (with a screenshot and the server log)
+            try:
+                _wait_for_kernel_idle(page, lab, CHAPTER, timeout=120)
+                editor = cell.locator(".jp-InputArea-editor .cm-editor")
+                for _ in range(3):
+                    editor.click()
+                    try:
+                        cell.locator(".cm-editor.cm-focused").wait_for(timeout=5_000)
+                        break
+                    except PlaywrightTimeout:
+                        continue
+                cell.locator(".cm-editor.cm-focused").wait_for(timeout=5_000)
+                page.keyboard.press("Control+End")
+                page.keyboard.type("\n" + added)
+                cell.locator(".cm-content", has_text=added).wait_for(timeout=10_000)
+                page.keyboard.press("Shift+Enter")
+                cell.locator(".jp-OutputArea-output", has_text=printed).wait_for(timeout=90_000)
+            except PlaywrightTimeout as err:
+                pytest.fail(_diagnosis(err, page, cell, lab))
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOT))
 
