@@ -156,6 +156,43 @@ def penalty_sentences(runs) -> list:
     return out
 
 
+#: the share of an architecture's edges one op type must fill to count as "made of one op type"
+ONE_TYPE_SHARE = 0.9
+#: op types without weights in the cells: an architecture made of them has nothing to learn
+#: there (the collapse of differentiable searches onto skip connections, Zela et al. 2020)
+WEIGHTLESS = ("pool", "identity")
+
+
+def one_type(res, k, share=ONE_TYPE_SHARE):
+    """``(op type, its count, edges)`` when one op type fills at least ``share`` of
+    architecture ``k``'s edges (normal and reduction genotypes together), else ``None``."""
+    c = res["architectures"][k]["op_counts"]
+    types = ("pool", "conv", "identity")
+    edges = sum(c[t] for t in types)
+    top = max(types, key=lambda t: c[t])
+    return (top, c[top], edges) if edges and c[top] >= share * edges else None
+
+
+def one_type_sentence(runs, share=ONE_TYPE_SHARE) -> str:
+    """Which architectures of which seeds are made of one op type on at least ``share`` of
+    their edges: e.g. 'seed 1: A (pool on 27 of 28 edges), B (pool on 28 of 28 edges)'.
+    An A (uniform s) made of a weightless type is a collapse: no penalty on B-D has
+    anything left to remove relative to it, which is why such verdicts read "not shown"."""
+    n = len(runs)
+    per = []
+    for r in runs:
+        hits = [(k, h) for k in ARCHS if (h := one_type(r["res"], k, share))]
+        if hits:
+            per.append(f"{seed_label(r)}: " + ", ".join(f"{k} ({t} on {c} of {e} edges)" for k, (t, c, e) in hits))
+    seeds_ = f"{n} seed{'s' if n != 1 else ''}"
+    if not per:
+        return f"No architecture is made of one op type on {share:.0%} or more of its edges ({seeds_})."
+    a_weightless = sum(1 for r in runs if (h := one_type(r["res"], "A", share)) and h[0] in WEIGHTLESS)
+    return (f"Made of one op type on {share:.0%} or more of their edges, in {len(per)} of {seeds_}: "
+            + "; ".join(per) + f". The uniform vector A is made of a weightless type (pool or identity) "
+            f"in {a_weightless} of {seeds_}.")
+
+
 def commit_text(commit) -> str:
     """A recorded commit as the provenance tables print it: ``abc1234+dirty`` (the
     work tree had uncommitted changes) becomes ``abc1234 (uncommitted changes)``."""

@@ -73,6 +73,30 @@ def test_mean_sd_from_files_and_older_preset_kept_apart(tmp_path):
     assert seeds.penalty_sentences(cur)[1] == "C has no pool op in 2 of 2 seeds (in 2 of them A has none either)"
 
 
+def test_one_op_type_sentence_names_seeds_and_architectures(tmp_path):
+    _write(tmp_path, 1, (0.80, 0.70, 0.86, 0.81))
+    _write(tmp_path, 2, (0.84, 0.72, 0.84, 0.80))
+    runs = seeds.collect(tmp_path, "exp1", "authors_code")
+    # _write's counts: A 12/6/10, B 17/0/11, C 0/13/15, D 18/9/1 (28 edges): no single type fills 90 %
+    assert seeds.one_type(runs[0]["res"], "A") is None
+    assert seeds.one_type_sentence(runs) == \
+        "No architecture is made of one op type on 90% or more of its edges (2 seeds)."
+    # seed 2's A collapses onto pooling (26 of 28 = 92.9 %), its C onto conv (exactly 90 % of 30)
+    a = runs[1]["res"]["architectures"]
+    a["A"]["op_counts"] = dict(pool=26, conv=1, identity=1)
+    a["C"]["op_counts"] = dict(pool=0, conv=27, identity=3)
+    assert seeds.one_type(runs[1]["res"], "A") == ("pool", 26, 28)
+    assert seeds.one_type(runs[1]["res"], "C") == ("conv", 27, 30)
+    assert seeds.one_type(runs[1]["res"], "C", share=0.91) is None
+    assert seeds.one_type_sentence(runs) == (
+        "Made of one op type on 90% or more of their edges, in 1 of 2 seeds: seed 2: A (pool on "
+        "26 of 28 edges), C (conv on 27 of 30 edges). The uniform vector A is made of a weightless "
+        "type (pool or identity) in 1 of 2 seeds.")
+    # a conv-only A is one type but not weightless
+    a["A"]["op_counts"] = dict(pool=0, conv=28, identity=0)
+    assert seeds.one_type_sentence(runs).endswith("in 0 of 2 seeds.")
+
+
 def test_mean_sd_values():
     assert seeds.mean_sd([1, 2, 3]) == (2.0, 1.0, 3)
     assert seeds.mean_sd([5]) == (5.0, None, 1)
