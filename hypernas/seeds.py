@@ -173,11 +173,29 @@ def one_type(res, k, share=ONE_TYPE_SHARE):
     return (top, c[top], edges) if edges and c[top] >= share * edges else None
 
 
+def weightless(res, k, share=ONE_TYPE_SHARE):
+    """``(weightless edges, edges, "3 pool + 25 identity")`` when the weightless op types
+    (:data:`WEIGHTLESS`) fill at least ``share`` of architecture ``k``'s edges, else ``None``.
+
+    This is the collapse test for the uniform vector A: with (almost) no convolution left,
+    the penalties of B-D have nothing to remove relative to it.  It does not ask for one
+    type: A = 3 pool + 25 identity (exp3 seed 1) has no convolution at all, although no
+    single type reaches 90 %.  A run whose A passes it is counted as collapsed."""
+    c = res["architectures"][k]["op_counts"]
+    edges = sum(c[t] for t in ("pool", "conv", "identity"))
+    n = sum(c[t] for t in WEIGHTLESS)
+    if not edges or n < share * edges:
+        return None
+    return n, edges, " + ".join(f"{c[t]} {t}" for t in WEIGHTLESS if c[t])
+
+
 def one_type_sentence(runs, share=ONE_TYPE_SHARE) -> str:
     """Which architectures of which seeds are made of one op type on at least ``share`` of
-    their edges: e.g. 'seed 1: A (pool on 27 of 28 edges), B (pool on 28 of 28 edges)'.
-    An A (uniform s) made of a weightless type is a collapse: no penalty on B-D has
-    anything left to remove relative to it, which is why such verdicts read "not shown"."""
+    their edges: e.g. 'seed 1: A (pool on 27 of 28 edges), B (pool on 28 of 28 edges)';
+    then in how many seeds the uniform vector A is collapsed (:func:`weightless`: pool and
+    identity together on at least ``share`` of its edges), naming the mixed ones. A
+    collapsed A leaves no penalty on B-D anything to remove relative to it, which is why
+    such verdicts read "not shown"."""
     n = len(runs)
     per = []
     for r in runs:
@@ -185,12 +203,17 @@ def one_type_sentence(runs, share=ONE_TYPE_SHARE) -> str:
         if hits:
             per.append(f"{seed_label(r)}: " + ", ".join(f"{k} ({t} on {c} of {e} edges)" for k, (t, c, e) in hits))
     seeds_ = f"{n} seed{'s' if n != 1 else ''}"
-    if not per:
-        return f"No architecture is made of one op type on {share:.0%} or more of its edges ({seeds_})."
-    a_weightless = sum(1 for r in runs if (h := one_type(r["res"], "A", share)) and h[0] in WEIGHTLESS)
-    return (f"Made of one op type on {share:.0%} or more of their edges, in {len(per)} of {seeds_}: "
-            + "; ".join(per) + f". The uniform vector A is made of a weightless type (pool or identity) "
-            f"in {a_weightless} of {seeds_}.")
+    first = (f"Made of one op type on {share:.0%} or more of their edges, in {len(per)} of {seeds_}: "
+             + "; ".join(per) + "." if per else
+             f"No architecture is made of one op type on {share:.0%} or more of its edges ({seeds_}).")
+    collapsed = [(r, w) for r in runs if (w := weightless(r["res"], "A", share))]
+    mixed = [f"{seed_label(r)}: {text} of {e}" for r, (_, e, text) in collapsed
+             if one_type(r["res"], "A", share) is None]     # not already named above
+    if not per and not collapsed:
+        return first
+    return (first + f" The uniform vector A has weightless ops (pool, identity) on {share:.0%} or "
+            f"more of its edges in {len(collapsed)} of {seeds_}"
+            + (f" (mixed: {'; '.join(mixed)})" if mixed else "") + ".")
 
 
 def commit_text(commit) -> str:

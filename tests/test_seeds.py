@@ -90,11 +90,27 @@ def test_one_op_type_sentence_names_seeds_and_architectures(tmp_path):
     assert seeds.one_type(runs[1]["res"], "C", share=0.91) is None
     assert seeds.one_type_sentence(runs) == (
         "Made of one op type on 90% or more of their edges, in 1 of 2 seeds: seed 2: A (pool on "
-        "26 of 28 edges), C (conv on 27 of 30 edges). The uniform vector A is made of a weightless "
-        "type (pool or identity) in 1 of 2 seeds.")
+        "26 of 28 edges), C (conv on 27 of 30 edges). The uniform vector A has weightless ops "
+        "(pool, identity) on 90% or more of its edges in 1 of 2 seeds.")
+    assert seeds.weightless(runs[1]["res"], "A") == (27, 28, "26 pool + 1 identity")
     # a conv-only A is one type but not weightless
     a["A"]["op_counts"] = dict(pool=0, conv=28, identity=0)
+    assert seeds.weightless(runs[1]["res"], "A") is None
     assert seeds.one_type_sentence(runs).endswith("in 0 of 2 seeds.")
+    # no single type reaches 90 % (25 of 28 = 89.3 %), but A has no convolution: collapsed, named as mixed
+    a["A"]["op_counts"] = dict(pool=3, conv=0, identity=25)
+    a["C"]["op_counts"] = dict(pool=0, conv=13, identity=17)
+    assert seeds.one_type(runs[1]["res"], "A") is None
+    assert seeds.weightless(runs[1]["res"], "A") == (28, 28, "3 pool + 25 identity")
+    assert seeds.one_type_sentence(runs) == (
+        "No architecture is made of one op type on 90% or more of its edges (2 seeds). The uniform "
+        "vector A has weightless ops (pool, identity) on 90% or more of its edges in 1 of 2 seeds "
+        "(mixed: seed 2: 3 pool + 25 identity of 28).")
+    # 3 conv of 28 leaves 89.3 % weightless: below the share, not collapsed
+    a["A"]["op_counts"] = dict(pool=3, conv=3, identity=22)
+    assert seeds.weightless(runs[1]["res"], "A") is None
+    assert seeds.one_type_sentence(runs) == \
+        "No architecture is made of one op type on 90% or more of its edges (2 seeds)."
 
 
 def test_mean_sd_values():
