@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .ops import TYPE_ORDER
 from .report import ARCHS, PUBLISHED, load_results, verdicts
 
 QUANTITIES = {"accuracy": "Test accuracy, %", "weights": "Parameters"}
@@ -167,9 +168,8 @@ def one_type(res, k, share=ONE_TYPE_SHARE):
     """``(op type, its count, edges)`` when one op type fills at least ``share`` of
     architecture ``k``'s edges (normal and reduction genotypes together), else ``None``."""
     c = res["architectures"][k]["op_counts"]
-    types = ("pool", "conv", "identity")
-    edges = sum(c[t] for t in types)
-    top = max(types, key=lambda t: c[t])
+    edges = sum(c[t] for t in TYPE_ORDER)
+    top = max(TYPE_ORDER, key=lambda t: c[t])
     return (top, c[top], edges) if edges and c[top] >= share * edges else None
 
 
@@ -182,7 +182,7 @@ def weightless(res, k, share=ONE_TYPE_SHARE):
     type: A = 3 pool + 25 identity (exp3 seed 1) has no convolution at all, although no
     single type reaches 90 %.  A run whose A passes it is counted as collapsed."""
     c = res["architectures"][k]["op_counts"]
-    edges = sum(c[t] for t in ("pool", "conv", "identity"))
+    edges = sum(c[t] for t in TYPE_ORDER)
     n = sum(c[t] for t in WEIGHTLESS)
     if not edges or n < share * edges:
         return None
